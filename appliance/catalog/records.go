@@ -1,0 +1,170 @@
+package catalog
+
+import (
+	"fmt"
+	"time"
+)
+
+// Agent connection modes.
+const (
+	// ModeDirect: the appliance connects to the agent.
+	ModeDirect = "direct"
+	// ModeReverse: the agent connects to the appliance.
+	ModeReverse = "reverse"
+)
+
+// Job kinds used by the appliance. Other lowercase kinds are accepted.
+const (
+	JobBackup  = "backup"
+	JobVerify  = "verify"
+	JobOffsite = "offsite"
+)
+
+// Job states.
+const (
+	JobQueued    = "queued"
+	JobRunning   = "running"
+	JobSucceeded = "succeeded"
+	JobFailed    = "failed"
+	JobCanceled  = "canceled"
+)
+
+// Agent is a protected machine.
+type Agent struct {
+	// ID names the agent everywhere, including as a ZFS dataset name
+	// component: 1 to 64 characters of [a-z0-9-], not starting with '-'.
+	ID          string `json:"id"`
+	Hostname    string `json:"hostname"`
+	Address     string `json:"address"`     // host:port the appliance dials (ModeDirect)
+	Fingerprint string `json:"fingerprint"` // pinned agent certificate fingerprint
+	Mode        string `json:"mode"`        // ModeDirect or ModeReverse
+	Dataset     string `json:"dataset"`     // ZFS dataset holding the agent's backups
+	// CreatedAt is set on the first PutAgent and kept by later ones;
+	// UpdatedAt is set by every PutAgent.
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// Retention says how many recovery points to keep: the newest KeepLast,
+// plus the newest one in each of the last KeepHourly hours, KeepDaily days
+// and so on. Zero keeps none for that rule.
+type Retention struct {
+	KeepLast    int `json:"keep_last"`
+	KeepHourly  int `json:"keep_hourly"`
+	KeepDaily   int `json:"keep_daily"`
+	KeepWeekly  int `json:"keep_weekly"`
+	KeepMonthly int `json:"keep_monthly"`
+}
+
+// Settings are an agent's backup policy.
+type Settings struct {
+	AgentID          string    `json:"agent_id"`
+	BackupSchedule   string    `json:"backup_schedule"` // cron spec; not parsed here
+	Retention        Retention `json:"retention"`
+	OffsiteSchedule  string    `json:"offsite_schedule"` // cron spec; empty = no offsite copies
+	OffsiteRetention Retention `json:"offsite_retention"`
+	Volumes          []string  `json:"volumes"`    // volumes to back up; empty = all
+	UpdatedAt        time.Time `json:"updated_at"` // set by PutSettings
+}
+
+// RecoveryPoint is one backup of an agent: a ZFS snapshot of its dataset.
+type RecoveryPoint struct {
+	AgentID string `json:"agent_id"`
+	// Snapshot is the snapshot name (the part after '@'): 1 to 64
+	// characters of [A-Za-z0-9_.:-], not starting with '-' or '.'.
+	Snapshot  string    `json:"snapshot"`
+	CreatedAt time.Time `json:"created_at"` // required; orders the listing
+	Bytes     int64     `json:"bytes"`
+	Volumes   []string  `json:"volumes"`
+	// VerifiedAt is when the point last passed verification; zero if never.
+	VerifiedAt time.Time `json:"verified_at,omitzero"`
+}
+
+// JobProgress is how far a running job has got.
+type JobProgress struct {
+	BytesDone  int64 `json:"bytes_done"`
+	BytesTotal int64 `json:"bytes_total"`
+}
+
+// Job is one unit of work run by the appliance, kept as history after it
+// finishes.
+type Job struct {
+	ID       uint64      `json:"id"`       // assigned by PutJob when zero
+	AgentID  string      `json:"agent_id"` // empty for appliance-wide jobs
+	Kind     string      `json:"kind"`     // JobBackup, JobVerify, JobOffsite, ...
+	State    string      `json:"state"`    // JobQueued, JobRunning, ...
+	Created  time.Time   `json:"created"`  // set by PutJob when zero
+	Started  time.Time   `json:"started,omitzero"`
+	Finished time.Time   `json:"finished,omitzero"`
+	Error    string      `json:"error,omitempty"`
+	Progress JobProgress `json:"progress"`
+}
+
+// AuditEvent records who did what. The audit log is append-only.
+type AuditEvent struct {
+	Seq    uint64    `json:"seq"`  // assigned by Tx.Audit
+	Time   time.Time `json:"time"` // set by Tx.Audit when zero
+	Actor  string    `json:"actor"`
+	Action string    `json:"action"`
+	Target string    `json:"target"`
+	Detail string    `json:"detail"`
+}
+
+// validAgentID checks the agent ID rule documented on Agent.ID.
+func validAgentID(id string) error {
+	if id == "" || len(id) > 64 {
+		return fmt.Errorf("agent ID %q: must be 1 to 64 characters: %w", id, ErrInvalid)
+	}
+	if id[0] == '-' {
+		return fmt.Errorf("agent ID %q: must not start with '-': %w", id, ErrInvalid)
+	}
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return fmt.Errorf("agent ID %q: character %q not allowed: %w", id, c, ErrInvalid)
+		}
+	}
+	return nil
+}
+
+// validSnapshot checks the snapshot name rule documented on
+// RecoveryPoint.Snapshot (the same rule as zfs.ValidComponent).
+func validSnapshot(name string) error {
+	if name == "" || len(name) > 64 || name[0] == '-' || name[0] == '.' {
+		return fmt.Errorf("snapshot name %q: must be 1 to 64 characters, not starting with '-' or '.': %w", name, ErrInvalid)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == ':' || c == '-') {
+			return fmt.Errorf("snapshot name %q: character %q not allowed: %w", name, c, ErrInvalid)
+		}
+	}
+	return nil
+}
+
+func validRetention(what string, r Retention) error {
+	if r.KeepLast < 0 || r.KeepHourly < 0 || r.KeepDaily < 0 || r.KeepWeekly < 0 || r.KeepMonthly < 0 {
+		return fmt.Errorf("%s: negative count: %w", what, ErrInvalid)
+	}
+	return nil
+}
+
+func validJobState(s string) bool {
+	switch s {
+	case JobQueued, JobRunning, JobSucceeded, JobFailed, JobCanceled:
+		return true
+	}
+	return false
+}
+
+// validJobKind accepts 1 to 32 characters of [a-z-].
+func validJobKind(k string) bool {
+	if k == "" || len(k) > 32 {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		if c := k[i]; !(c >= 'a' && c <= 'z' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
