@@ -1,0 +1,51 @@
+# Cairn — see README.md. `make` lists the targets.
+
+SHELL := /bin/bash
+GO    ?= go
+GOBIN := $(shell $(GO) env GOPATH)/bin
+
+# Pinned tools, installed by the targets that use them.
+STATICCHECK_VERSION := v0.6.1
+STATICCHECK := $(GOBIN)/staticcheck
+
+# Real OpenZFS runs in a VM on machines without the module (../shared/zfsvm).
+ZFSVM ?= $(abspath ../shared/zfsvm/zfsvm)
+
+.DEFAULT_GOAL := help
+.PHONY: help deps build run test test-zfs lint check bench bench-storage
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+deps: ## install what building and testing need (Debian packages)
+	@command -v gcc >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libc6-dev; }
+
+build: ## build the programs into bin/
+	$(GO) build -o bin/ ./cmd/...
+
+run: build ## start the appliance on embedded defaults (data in ./var, http://127.0.0.1:8080)
+	./bin/cairn-appliance -data ./var -listen 127.0.0.1:8080
+
+test: deps ## run every test with the race detector (OpenZFS tests: make test-zfs)
+	$(GO) test -race -count=1 ./...
+
+test-zfs: deps ## run the storage tests on real OpenZFS in the VM of ../shared/zfsvm
+	@test -x "$(ZFSVM)" || { echo "test-zfs: $(ZFSVM) not found"; exit 1; }
+	$(ZFSVM) setup
+	CAIRN_TEST_ZFS=1 $(GO) test -race -count=1 -timeout 30m -exec "$(ZFSVM) run --" ./zfs/openzfs/
+
+$(STATICCHECK):
+	$(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+lint: $(STATICCHECK) ## go vet and staticcheck
+	$(GO) vet ./...
+	$(STATICCHECK) ./...
+
+check: lint test ## lint, test, and check that go mod tidy and gofmt change nothing
+	$(GO) mod tidy && git diff --exit-code -- go.mod go.sum
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+bench: bench-storage ## run every benchmark and print its figures
+
+bench-storage: ## embedded pool: 1 GiB full write and a 5% incremental vs plain file writes
+	$(GO) test -run '^$$' -bench 'BenchmarkPool' -benchtime 1x -timeout 30m ./zfs/embedded/

@@ -1,0 +1,178 @@
+// Package appliance is the Cairn appliance service: it opens the catalog and
+// the storage pool and serves the appliance's HTTP endpoints. Later parts
+// (agent gateway, pairing, scheduler, offsite) are built and started here.
+package appliance
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/cairnbackup/cairn/appliance/catalog"
+	"github.com/cairnbackup/cairn/zfs"
+	"github.com/cairnbackup/cairn/zfs/embedded"
+)
+
+// Pool kinds for Config.PoolKind.
+const (
+	PoolEmbedded = "embedded"
+)
+
+// Config is everything the appliance needs to start. cmd/cairn-appliance
+// fills it from flags; components never read configuration themselves.
+type Config struct {
+	// DataDir holds the catalog and, for the embedded pool, the pool.
+	DataDir string
+	// Listen is the HTTP address, e.g. "127.0.0.1:8080".
+	Listen string
+	// PoolKind is PoolEmbedded (default) or PoolOpenZFS.
+	PoolKind string
+	// ZFSRoot is the dataset the appliance owns on OpenZFS, e.g. "tank/cairn".
+	ZFSRoot string
+	Logger  *slog.Logger
+}
+
+// Appliance is the running service.
+type Appliance struct {
+	cfg     Config
+	log     *slog.Logger
+	catalog *catalog.Catalog
+	pool    zfs.Pool
+	started time.Time
+}
+
+// New opens the catalog and the pool. Close releases them; Run serves.
+func New(ctx context.Context, cfg Config) (*Appliance, error) {
+	if cfg.DataDir == "" {
+		return nil, errors.New("appliance: no data directory")
+	}
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:8080"
+	}
+	if cfg.PoolKind == "" {
+		cfg.PoolKind = PoolEmbedded
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	dir, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("appliance: data directory: %w", err)
+	}
+	cfg.DataDir = dir
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("appliance: data directory: %w", err)
+	}
+	cat, err := catalog.Open(filepath.Join(dir, "catalog.db"), catalog.Options{Logger: cfg.Logger})
+	if err != nil {
+		return nil, fmt.Errorf("appliance: %w", err)
+	}
+	pool, err := openPool(ctx, cfg)
+	if err != nil {
+		cat.Close()
+		return nil, fmt.Errorf("appliance: %w", err)
+	}
+	return &Appliance{cfg: cfg, log: cfg.Logger, catalog: cat, pool: pool}, nil
+}
+
+func openPool(_ context.Context, cfg Config) (zfs.Pool, error) {
+	switch cfg.PoolKind {
+	case PoolEmbedded:
+		return embedded.Open(embedded.Config{Dir: filepath.Join(cfg.DataDir, "pool"), Logger: cfg.Logger})
+	default:
+		return nil, fmt.Errorf("unknown pool kind %q (want %s)", cfg.PoolKind, PoolEmbedded)
+	}
+}
+
+// Close releases the pool and the catalog.
+func (a *Appliance) Close() error {
+	return errors.Join(a.pool.Close(), a.catalog.Close())
+}
+
+// Run serves HTTP until ctx is canceled, then shuts down gracefully.
+func (a *Appliance) Run(ctx context.Context) error {
+	ln, err := net.Listen("tcp", a.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("appliance: listen: %w", err)
+	}
+	return a.Serve(ctx, ln)
+}
+
+// Serve is Run on a listener the caller made (tests use port 0).
+func (a *Appliance) Serve(ctx context.Context, ln net.Listener) error {
+	a.started = time.Now()
+	srv := &http.Server{
+		Handler:           a.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+	a.log.Info("cairn appliance running",
+		"url", "http://"+ln.Addr().String()+"/",
+		"data", a.cfg.DataDir,
+		"pool", a.pool.Root().String(), "pool_kind", a.cfg.PoolKind)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("appliance: serve: %w", err)
+	case <-ctx.Done():
+	}
+	a.log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("appliance: shutdown: %w", err)
+	}
+	return nil
+}
+
+// Handler returns the appliance's HTTP handler.
+func (a *Appliance) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", a.healthz)
+	return mux
+}
+
+// Health is the body of /healthz.
+type Health struct {
+	Status   string `json:"status"` // "ok" or "degraded"
+	Pool     string `json:"pool"`
+	PoolKind string `json:"pool_kind"`
+	// PoolUsed and PoolAvailable are bytes.
+	PoolUsed      int64    `json:"pool_used"`
+	PoolAvailable int64    `json:"pool_available"`
+	Catalog       string   `json:"catalog"` // "ok" or the error
+	Uptime        string   `json:"uptime"`
+	Problems      []string `json:"problems,omitempty"`
+}
+
+// healthz answers 200 when the catalog and the pool respond, 503 otherwise.
+func (a *Appliance) healthz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	h := Health{Status: "ok", Pool: a.pool.Root().String(), PoolKind: a.cfg.PoolKind, Catalog: "ok",
+		Uptime: time.Since(a.started).Round(time.Second).String()}
+	if sp, err := a.pool.Space(ctx); err != nil {
+		h.Problems = append(h.Problems, "pool: "+err.Error())
+	} else {
+		h.PoolUsed, h.PoolAvailable = sp.Used, sp.Available
+	}
+	if _, err := a.catalog.SchemaVersion(); err != nil {
+		h.Catalog = err.Error()
+		h.Problems = append(h.Problems, "catalog: "+err.Error())
+	}
+	code := http.StatusOK
+	if len(h.Problems) > 0 {
+		h.Status, code = "degraded", http.StatusServiceUnavailable
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(h)
+}
