@@ -2,7 +2,8 @@ package embedded
 
 import (
 	"context"
-	"encoding/hex"
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -18,24 +19,29 @@ type gcState struct {
 
 // GCStats is what a GC did.
 type GCStats struct {
-	Marked       int   // distinct chunks referenced by some index
-	Removed      int   // chunk files removed
-	BytesRemoved int64 // their stored size
+	Marked         int   // distinct chunks referenced by some index
+	Removed        int   // chunks no index references, removed
+	PacksRemoved   int   // pack files deleted
+	PacksCompacted int   // packs whose live chunks were moved so the pack could go
+	BytesRemoved   int64 // size of the deleted pack files
+	BytesMoved     int64 // live chunk bytes rewritten by compaction
 }
 
-// GC removes the chunks that no live image or snapshot references
-// (mark and sweep). It is safe to run while images are written, snapshots
+// GC removes the chunks that no live image or snapshot references (mark and
+// sweep): a pack with no live chunk is deleted, and a pack less than half
+// live is compacted (its live chunks are written again elsewhere and the
+// pack deleted). It is safe to run while images are written, snapshots
 // taken and streams received:
 //
 //   - From its start until it ends, every chunk stored or referenced is
-//     recorded as used (chunkStore.gc) and is not swept.
+//     recorded as used (chunkStore.gc) and counts as live.
 //   - Writers hold flushMu (shared) from storing a chunk until its entry is in
 //     an index; GC takes flushMu once, after it started recording, so that
 //     every chunk stored before GC started is in an index before marking.
 //   - Marking reads open images' indexes in memory before the index files,
 //     so an image closed meanwhile is seen in one or the other.
-//   - Sweeping decides and removes each chunk under the store's lock, which
-//     storing also takes.
+//   - A pack is deleted under the store's lock, after checking again that
+//     nothing in it is live; storing a chunk takes the same lock.
 func (p *Pool) GC(ctx context.Context) (GCStats, error) {
 	var st GCStats
 	if err := p.checkOpen(); err != nil {
@@ -57,8 +63,52 @@ func (p *Pool) GC(ctx context.Context) (GCStats, error) {
 	p.flushMu.Lock()
 	p.flushMu.Unlock()
 
+	marked, err := p.mark(ctx)
+	if err != nil {
+		return st, fmt.Errorf("gc mark: %w", err)
+	}
+	st.Marked = len(marked)
+	// Seal what is pending so that every chunk is in a sealed pack.
+	if err := cs.barrier(); err != nil {
+		return st, fmt.Errorf("gc: %w", err)
+	}
+	for _, id := range cs.sealedPacks() {
+		if err := ctx.Err(); err != nil {
+			return st, err
+		}
+		live, dead, size := cs.liveness(id, marked)
+		switch {
+		case dead == 0:
+			continue
+		case live > 0 && live >= size/2:
+			continue // mostly live: not worth rewriting yet
+		case live > 0:
+			moved, err := cs.compact(id, marked)
+			if err != nil {
+				return st, fmt.Errorf("gc compact: %w", err)
+			}
+			st.BytesMoved += moved
+			st.PacksCompacted++
+		}
+		removed, ok, err := cs.dropPack(id, marked)
+		if err != nil {
+			return st, fmt.Errorf("gc: %w", err)
+		}
+		if ok {
+			st.Removed += removed
+			st.PacksRemoved++
+			st.BytesRemoved += size
+		}
+	}
+	p.log.Info("gc done", "marked", st.Marked, "removed", st.Removed, "packs_removed", st.PacksRemoved,
+		"packs_compacted", st.PacksCompacted, "bytes_removed", st.BytesRemoved, "bytes_moved", st.BytesMoved)
+	return st, nil
+}
+
+// mark returns every chunk that an open image or an index file references.
+func (p *Pool) mark(ctx context.Context) (map[digest]struct{}, error) {
 	marked := make(map[digest]struct{})
-	mark := func(ix *index) {
+	add := func(ix *index) {
 		for _, e := range ix.entries {
 			if !e.sum.isHole() {
 				marked[e.sum] = struct{}{}
@@ -73,7 +123,7 @@ func (p *Pool) GC(ctx context.Context) (GCStats, error) {
 	p.mu.Unlock()
 	for _, h := range heads {
 		h.mu.RLock()
-		mark(h.ix)
+		add(h.ix)
 		h.mu.RUnlock()
 	}
 	err := filepath.WalkDir(filepath.Join(p.dir, "datasets"), func(path string, d fs.DirEntry, err error) error {
@@ -93,67 +143,116 @@ func (p *Pool) GC(ctx context.Context) (GCStats, error) {
 		if err != nil {
 			return err // never sweep on a partial mark
 		}
-		mark(ix)
+		add(ix)
 		return nil
 	})
-	if err != nil {
-		return st, fmt.Errorf("gc mark: %w", err)
-	}
-	st.Marked = len(marked)
-
-	for i := 0; i < prefixDirs; i++ {
-		if err := ctx.Err(); err != nil {
-			return st, err
-		}
-		dir := filepath.Join(p.dir, "chunks", fmt.Sprintf("%03x", i))
-		ents, err := os.ReadDir(dir)
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			return st, fmt.Errorf("gc sweep: %w", err)
-		}
-		for _, e := range ents {
-			var d digest
-			if len(e.Name()) != 2*len(d) {
-				continue
-			}
-			if _, err := hex.Decode(d[:], []byte(e.Name())); err != nil {
-				continue // not a chunk
-			}
-			if _, ok := marked[d]; ok {
-				continue
-			}
-			size, removed, err := cs.sweep(d, filepath.Join(dir, e.Name()))
-			if err != nil {
-				return st, fmt.Errorf("gc sweep: %w", err)
-			}
-			if removed {
-				st.Removed++
-				st.BytesRemoved += size
-			}
-		}
-	}
-	p.log.Info("gc done", "marked", st.Marked, "removed", st.Removed, "bytes_removed", st.BytesRemoved)
-	return st, nil
+	return marked, err
 }
 
-// sweep removes an unmarked chunk unless it was used since the GC started.
-func (s *chunkStore) sweep(d digest, path string) (size int64, removed bool, err error) {
+func (s *chunkStore) isLive(d digest, marked map[digest]struct{}) bool {
+	if _, ok := marked[d]; ok {
+		return true
+	}
+	_, ok := s.gc.used[d]
+	return ok
+}
+
+// liveness returns the live and dead bytes of a sealed pack and its size.
+func (s *chunkStore) liveness(id uint32, marked map[digest]struct{}) (live, dead, size int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, used := s.gc.used[d]; used {
-		return 0, false, nil
+	for _, r := range s.sealed[id] {
+		n := int64(recordHeader + r.n)
+		if l, ok := s.locs[r.sum]; ok && l.pack == id && s.isLive(r.sum, marked) {
+			live += n
+		} else {
+			dead += n
+		}
 	}
-	info, err := os.Stat(path)
-	if err == nil {
-		err = os.Remove(path)
+	if info, err := os.Stat(s.packPath(id, ".pack")); err == nil {
+		size = info.Size()
 	}
-	if errors.Is(err, fs.ErrNotExist) {
-		return 0, false, nil
+	dead = max(dead, size-live) // records written twice are dead too
+	return live, dead, size
+}
+
+// compact writes the live chunks of pack id again (into the current pack)
+// and seals them, so that dropPack can delete pack id.
+func (s *chunkStore) compact(id uint32, marked map[digest]struct{}) (int64, error) {
+	s.mu.Lock()
+	var move []tocRec
+	for _, r := range s.sealed[id] {
+		if l, ok := s.locs[r.sum]; ok && l.pack == id && s.isLive(r.sum, marked) {
+			move = append(move, r)
+		}
 	}
-	if err != nil {
+	s.mu.Unlock()
+	var moved int64
+	for _, r := range move {
+		raw, err := s.pread(loc{pack: id, off: r.off, n: r.n})
+		if err != nil {
+			return moved, err
+		}
+		rec := make([]byte, recordHeader, recordHeader+len(raw))
+		copy(rec, r.sum[:])
+		binary.BigEndian.PutUint32(rec[sha256.Size:], r.n)
+		rec = append(rec, raw...)
+		s.mu.Lock()
+		p, off, err := s.reserve(int64(len(rec)))
+		s.mu.Unlock()
+		if err != nil {
+			return moved, err
+		}
+		_, err = p.f.WriteAt(rec, off)
+		if err == nil {
+			s.mu.Lock()
+			if l, ok := s.locs[r.sum]; ok && l.pack == id {
+				s.locs[r.sum] = loc{pack: p.id, off: off, n: r.n}
+				p.toc = append(p.toc, tocRec{sum: r.sum, off: off, n: r.n})
+			}
+			s.mu.Unlock()
+			s.bytesWritten.Add(int64(len(rec)))
+			moved += int64(len(rec))
+		}
+		p.writers.Done()
+		if err != nil {
+			return moved, err
+		}
+	}
+	return moved, s.barrier()
+}
+
+// dropPack deletes pack id if nothing in it is live any more; it reports the
+// chunks that went with it.
+func (s *chunkStore) dropPack(id uint32, marked map[digest]struct{}) (int, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	recs := s.sealed[id]
+	for _, r := range recs {
+		if l, ok := s.locs[r.sum]; ok && l.pack == id && s.isLive(r.sum, marked) {
+			return 0, false, nil // used again since liveness; a later GC may take it
+		}
+	}
+	// The TOC goes first: a pack without one is deleted at open.
+	if err := os.Remove(s.packPath(id, ".toc")); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return 0, false, err
 	}
-	return info.Size(), true, nil
+	removed := 0
+	for _, r := range recs {
+		if l, ok := s.locs[r.sum]; ok && l.pack == id {
+			delete(s.locs, r.sum)
+			removed++
+		}
+	}
+	delete(s.sealed, id)
+	s.fdMu.Lock()
+	if f := s.fds[id]; f != nil {
+		f.Close()
+		delete(s.fds, id)
+	}
+	s.fdMu.Unlock()
+	if err := os.Remove(s.packPath(id, ".pack")); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return removed, true, err
+	}
+	return removed, true, nil
 }

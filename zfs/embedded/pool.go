@@ -3,8 +3,9 @@
 //
 // Datasets are directories. A volume image is a list of fixed-size chunks
 // (64 KiB by default), each stored once in a content-addressed,
-// zstd-compressed chunk store shared by all datasets, and described by a
-// fixed index (the model of Proxmox Backup Server's fixed index). A snapshot
+// zstd-compressed chunk store shared by all datasets (appended to pack
+// files), and described by a fixed index (the model of Proxmox Backup
+// Server's fixed index). A snapshot
 // is a copy of its dataset's indexes; writing costs in proportion to the
 // chunks that change. docs/storage.md describes the format and the crash
 // safety argument.
@@ -162,7 +163,7 @@ func open(cfg Config, lock *os.File) (*Pool, error) {
 	if err := os.Mkdir(filepath.Join(cfg.Dir, "tmp"), 0o700); err != nil {
 		return nil, err
 	}
-	chunks, err := newChunkStore(cfg.Dir)
+	chunks, err := openChunkStore(cfg.Dir)
 	if err != nil {
 		return nil, err
 	}
@@ -182,7 +183,7 @@ func open(cfg Config, lock *os.File) (*Pool, error) {
 // create lays out a new pool; pool.json is written last, so a pool that has
 // it is complete.
 func create(dir string, meta poolMeta) error {
-	if err := os.MkdirAll(filepath.Join(dir, "chunks"), 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Join(dir, "packs"), 0o700); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(filepath.Join(dir, "datasets", imagesDir), 0o700); err != nil {
@@ -246,8 +247,7 @@ func (p *Pool) Close() error {
 	for _, h := range heads {
 		errs = append(errs, h.sync())
 	}
-	p.chunks.close()
-	errs = append(errs, p.lock.Close())
+	errs = append(errs, p.chunks.close(), p.lock.Close())
 	return errors.Join(errs...)
 }
 

@@ -380,14 +380,11 @@ func (p *Pool) receiveRecord(sr *streamReader, buf []byte) (entry, error) {
 	}
 	switch kind[0] {
 	case recRef:
-		raw, err := p.chunks.readRaw(e.sum)
-		if err == nil {
-			err = p.chunks.ref(e.sum)
-		}
+		n, err := p.chunks.ref(e.sum)
 		if err != nil {
 			return entry{}, streamErr("chunk %s is not in the base: %v", e.sum, err)
 		}
-		e.stored = uint32(len(raw))
+		e.stored = n
 		return e, nil
 	case recData:
 		lb, err := sr.read(4)
