@@ -49,10 +49,11 @@ const (
 	maxOpenPacks = 256      // read handles kept open
 )
 
-// loc is where a chunk's record is.
+// loc is where a chunk's record is. Fields are ordered to keep it at 16
+// bytes: the store keeps one per chunk in memory.
 type loc struct {
-	pack uint32
 	off  int64  // of the record
+	pack uint32
 	n    uint32 // stored bytes after the header
 }
 
