@@ -374,15 +374,43 @@ func (p *Pool) Snapshot(ctx context.Context, ds zfs.DatasetName, snap string) (z
 	if _, err := os.Stat(final); err == nil {
 		return zfs.SnapshotInfo{}, opErr("snapshot", name, zfs.ErrExists)
 	}
-	indexes, err := p.currentIndexes(dir)
+	indexes, err := p.pinnedIndexes(dir)
 	if err != nil {
 		return zfs.SnapshotInfo{}, opErr("snapshot", name, err)
 	}
 	meta := snapMeta{GUID: newGUID(), Created: time.Now().UTC(), Txg: p.nextTxg()}
-	if err := p.publishSnapshot(final, meta, indexes); err != nil {
+	err = p.publishSnapshot(final, meta, indexes)
+	p.flushMu.RUnlock()
+	if err != nil {
 		return zfs.SnapshotInfo{}, opErr("snapshot", name, err)
 	}
 	return zfs.SnapshotInfo{Name: name, Created: meta.Created, CreateTxg: meta.Txg}, nil
+}
+
+// pinAttempts bounds how often a snapshot reads its indexes again because a
+// GC swept a chunk of an image rewritten since it read them.
+const pinAttempts = 8
+
+// pinnedIndexes returns the current indexes of a dataset's images with
+// flushMu held shared and every chunk they reference recorded for a running
+// GC, so that no GC can sweep them until the caller publishes the indexes and
+// releases flushMu (see GC).
+func (p *Pool) pinnedIndexes(dir string) (map[string]*index, error) {
+	for attempt := 1; ; attempt++ {
+		indexes, err := p.currentIndexes(dir)
+		if err != nil {
+			return nil, err
+		}
+		p.flushMu.RLock()
+		err = p.chunks.refAll(indexes)
+		if err == nil {
+			return indexes, nil
+		}
+		p.flushMu.RUnlock()
+		if attempt == pinAttempts {
+			return nil, fmt.Errorf("%w: %w", zfs.ErrCorrupt, err)
+		}
+	}
 }
 
 // currentIndexes returns the index of every live image of a dataset as of

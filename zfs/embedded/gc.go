@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 )
 
 // gcState records the chunks stored or referenced while a GC runs.
@@ -36,10 +37,17 @@ type GCStats struct {
 //   - From its start until it ends, every chunk stored or referenced is
 //     recorded as used (chunkStore.gc) and counts as live.
 //   - Writers hold flushMu (shared) from storing a chunk until its entry is in
-//     an index; GC takes flushMu once, after it started recording, so that
-//     every chunk stored before GC started is in an index before marking.
-//   - Marking reads open images' indexes in memory before the index files,
-//     so an image closed meanwhile is seen in one or the other.
+//     an open image's index or a receive's root set; a snapshot holds it from
+//     referencing the chunks of the indexes it copies (chunkStore.refAll)
+//     until the snapshot is published. GC takes flushMu once, after it
+//     started recording, so that every chunk stored or referenced before GC
+//     started is reachable before marking.
+//   - Marking reads open images' indexes in memory, then the root sets of
+//     receives, then the index files: an image closed or a receive committed
+//     meanwhile is seen in one or the other.
+//   - A snapshot that copied an index whose chunk was swept since (the image
+//     was rewritten meanwhile) finds the chunk missing when it references it,
+//     and reads the indexes again.
 //   - A pack is deleted under the store's lock, after checking again that
 //     nothing in it is live; storing a chunk takes the same lock.
 func (p *Pool) GC(ctx context.Context) (GCStats, error) {
@@ -125,6 +133,19 @@ func (p *Pool) mark(ctx context.Context) (map[digest]struct{}, error) {
 		h.mu.RLock()
 		add(h.ix)
 		h.mu.RUnlock()
+	}
+	p.mu.Lock()
+	roots := make([]*rootSet, 0, len(p.roots))
+	for r := range p.roots {
+		roots = append(roots, r)
+	}
+	p.mu.Unlock()
+	for _, r := range roots {
+		r.mu.Lock()
+		for d := range r.sums {
+			marked[d] = struct{}{}
+		}
+		r.mu.Unlock()
 	}
 	err := filepath.WalkDir(filepath.Join(p.dir, "datasets"), func(path string, d fs.DirEntry, err error) error {
 		if errors.Is(err, fs.ErrNotExist) {
@@ -255,4 +276,36 @@ func (s *chunkStore) dropPack(id uint32, marked map[digest]struct{}) (int, bool,
 		return removed, true, err
 	}
 	return removed, true, nil
+}
+
+// rootSet holds the chunks a receive stored or referenced for indexes it has
+// not committed yet; GC's mark counts them as live.
+type rootSet struct {
+	mu   sync.Mutex
+	sums map[digest]struct{}
+}
+
+func (r *rootSet) add(d digest) {
+	if d.isHole() {
+		return
+	}
+	r.mu.Lock()
+	r.sums[d] = struct{}{}
+	r.mu.Unlock()
+}
+
+// addRoots registers a root set; the caller drops it once what it protects
+// is in index files.
+func (p *Pool) addRoots() *rootSet {
+	r := &rootSet{sums: make(map[digest]struct{})}
+	p.mu.Lock()
+	p.roots[r] = struct{}{}
+	p.mu.Unlock()
+	return r
+}
+
+func (p *Pool) dropRoots(r *rootSet) {
+	p.mu.Lock()
+	delete(p.roots, r)
+	p.mu.Unlock()
 }

@@ -97,6 +97,9 @@ func parseIndex(b []byte) (*index, error) {
 	if chunkSize < minChunkSize || chunkSize > maxChunkSize || size > maxImageSize {
 		return nil, fmt.Errorf("%w: chunk size %d, image size %d", errBadIndex, chunkSize, size)
 	}
+	if reserved := binary.BigEndian.Uint32(b[12:]); reserved != 0 {
+		return nil, fmt.Errorf("%w: reserved field %#x", errBadIndex, reserved)
+	}
 	if count != uint64(chunkCount(int64(size), chunkSize)) || uint64(len(body)-indexHeaderSize) != count*entrySize {
 		return nil, fmt.Errorf("%w: %d entries for %d bytes", errBadIndex, count, size)
 	}

@@ -52,7 +52,7 @@ const (
 // loc is where a chunk's record is. Fields are ordered to keep it at 16
 // bytes: the store keeps one per chunk in memory.
 type loc struct {
-	off  int64  // of the record
+	off  int64 // of the record
 	pack uint32
 	n    uint32 // stored bytes after the header
 }
@@ -350,6 +350,26 @@ func (s *chunkStore) ref(d digest) (uint32, error) {
 		return 0, fmt.Errorf("%w: %s: missing", errChunk, d)
 	}
 	return l.n, nil
+}
+
+// refAll references every chunk of indexes, as ref does, under one lock.
+func (s *chunkStore) refAll(indexes map[string]*index) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ix := range indexes {
+		for _, e := range ix.entries {
+			if e.sum.isHole() {
+				continue
+			}
+			if s.gc != nil {
+				s.gc.used[e.sum] = struct{}{}
+			}
+			if _, ok := s.locs[e.sum]; !ok {
+				return fmt.Errorf("%w: %s: missing", errChunk, e.sum)
+			}
+		}
+	}
+	return nil
 }
 
 // barrier seals every pack written to so far: when it returns, every chunk

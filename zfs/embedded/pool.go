@@ -73,15 +73,17 @@ type Pool struct {
 	// nsMu guards the dataset tree: creating, destroying and receiving
 	// whole datasets take it exclusively; everything else shares it.
 	nsMu sync.RWMutex
-	// flushMu is held shared by whoever stores chunks and then installs
-	// them in an index, and briefly exclusively by GC (see gc.go).
+	// flushMu is held shared by whoever stores or references chunks and
+	// then makes them reachable for GC's mark, and briefly exclusively by GC
+	// (see gc.go). Nobody takes it shared while holding it.
 	flushMu sync.RWMutex
 	// gcMu lets one GC run at a time.
 	gcMu sync.Mutex
 
 	mu     sync.Mutex
 	closed bool
-	heads  map[string]*head // open images by path of their index file
+	heads  map[string]*head      // open images by path of their index file
+	roots  map[*rootSet]struct{} // chunks of receives not yet committed
 	dsLock map[string]*sync.Mutex
 	txg    uint64 // last snapshot's CreateTxg
 }
@@ -151,6 +153,13 @@ func open(cfg Config, lock *os.File) (*Pool, error) {
 		if meta.Format != poolFormat {
 			return nil, fmt.Errorf("pool format %d, this version reads %d", meta.Format, poolFormat)
 		}
+		if cs := meta.ChunkSize; cs < minChunkSize || cs > maxChunkSize || cs&(cs-1) != 0 {
+			return nil, fmt.Errorf("pool.json: chunk size %d is not a power of two from %d to %d", cs, minChunkSize, maxChunkSize)
+		}
+	}
+	// The root is one component: dsPath maps it to datasets/ itself.
+	if err := zfs.ValidComponent(meta.Name); err != nil {
+		return nil, fmt.Errorf("pool.json: name: %w", err)
 	}
 	root, err := zfs.ParseDatasetName(meta.Name)
 	if err != nil {
@@ -171,6 +180,7 @@ func open(cfg Config, lock *os.File) (*Pool, error) {
 		dir: cfg.Dir, root: root, chunkSize: meta.ChunkSize, maxDirty: cfg.MaxDirty,
 		log: cfg.Logger, lock: lock, chunks: chunks,
 		heads: make(map[string]*head), dsLock: make(map[string]*sync.Mutex),
+		roots: make(map[*rootSet]struct{}),
 	}
 	if p.txg, err = p.lastTxg(); err != nil {
 		chunks.close()

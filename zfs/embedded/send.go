@@ -243,10 +243,10 @@ func (p *Pool) receive(ctx context.Context, ds zfs.DatasetName, r io.Reader) (zf
 	if _, err := p.dsPath(ds); err != nil {
 		return zfs.SnapshotInfo{}, err
 	}
-	// Chunks are stored as they arrive and indexes installed at the end:
-	// hold flushMu throughout so that a GC cannot sweep them in between.
-	p.flushMu.RLock()
-	defer p.flushMu.RUnlock()
+	// Chunks are stored as they arrive and indexes installed at the end: the
+	// root set keeps GC from sweeping them in between (see GC).
+	roots := p.addRoots()
+	defer p.dropRoots(roots)
 
 	sr := &streamReader{r: bufio.NewReaderSize(r, 1<<20), h: sha256.New()}
 	hdr, err := p.readStreamHeader(sr)
@@ -261,18 +261,21 @@ func (p *Pool) receive(ctx context.Context, ds zfs.DatasetName, r io.Reader) (zf
 	indexes := make(map[string]*index, len(hdr.Images))
 	buf := make([]byte, p.chunkSize)
 	for _, im := range hdr.Images {
-		ix := newIndex(p.chunkSize, im.Size)
-		for i := range ix.entries {
+		// The entries grow as records arrive: a header alone cannot make
+		// us allocate the index of a huge image.
+		count := chunkCount(im.Size, p.chunkSize)
+		ix := &index{chunkSize: p.chunkSize, size: im.Size, entries: make([]entry, 0, min(count, 1<<12))}
+		for i := int64(0); i < count; i++ {
 			if i%256 == 0 {
 				if err := ctx.Err(); err != nil {
 					return zfs.SnapshotInfo{}, err
 				}
 			}
-			e, err := p.receiveRecord(sr, buf[:ix.chunkLen(int64(i))])
+			e, err := p.receiveRecord(sr, buf[:ix.chunkLen(i)], roots)
 			if err != nil {
 				return zfs.SnapshotInfo{}, fmt.Errorf("image %s chunk %d: %w", im.Name, i, err)
 			}
-			ix.entries[i] = e
+			ix.entries = append(ix.entries, e)
 		}
 		indexes[im.Name] = ix
 	}
@@ -362,8 +365,9 @@ func (p *Pool) checkStreamHeader(hdr streamHeader) error {
 	return nil
 }
 
-// receiveRecord reads one chunk record into buf (of the chunk's length).
-func (p *Pool) receiveRecord(sr *streamReader, buf []byte) (entry, error) {
+// receiveRecord reads one chunk record into buf (of the chunk's length),
+// stores or references its chunk and adds it to roots.
+func (p *Pool) receiveRecord(sr *streamReader, buf []byte, roots *rootSet) (entry, error) {
 	kind, err := sr.read(1)
 	if err != nil {
 		return entry{}, err
@@ -378,14 +382,9 @@ func (p *Pool) receiveRecord(sr *streamReader, buf []byte) (entry, error) {
 	if e.sum.isHole() {
 		return entry{}, streamErr("zero digest")
 	}
+	var raw []byte
 	switch kind[0] {
 	case recRef:
-		n, err := p.chunks.ref(e.sum)
-		if err != nil {
-			return entry{}, streamErr("chunk %s is not in the base: %v", e.sum, err)
-		}
-		e.stored = n
-		return e, nil
 	case recData:
 		lb, err := sr.read(4)
 		if err != nil {
@@ -395,17 +394,30 @@ func (p *Pool) receiveRecord(sr *streamReader, buf []byte) (entry, error) {
 		if n == 0 || n > maxChunkSize+1 {
 			return entry{}, streamErr("chunk of %d bytes", n)
 		}
-		raw, err := sr.read(int(n))
-		if err != nil {
+		if raw, err = sr.read(int(n)); err != nil {
 			return entry{}, err
 		}
 		if err := p.chunks.decode(e.sum, raw, buf); err != nil {
 			return entry{}, streamErr("%v", err)
 		}
-		return p.chunks.putEncoded(e.sum, raw)
 	default:
 		return entry{}, streamErr("record type %d", kind[0])
 	}
+	// Store and add to roots under flushMu, but never wait for the
+	// stream while holding it.
+	p.flushMu.RLock()
+	defer p.flushMu.RUnlock()
+	if raw == nil {
+		n, err := p.chunks.ref(e.sum)
+		if err != nil {
+			return entry{}, streamErr("chunk %s is not in the base: %v", e.sum, err)
+		}
+		e.stored = n
+	} else if e, err = p.chunks.putEncoded(e.sum, raw); err != nil {
+		return entry{}, err
+	}
+	roots.add(e.sum)
+	return e, nil
 }
 
 // checkReceiveTarget checks that a stream applies to ds.
