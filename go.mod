@@ -7,8 +7,3 @@ require (
 	go.etcd.io/bbolt v1.4.3
 	golang.org/x/sys v0.38.0
 )
-
-require (
-	github.com/google/uuid v1.2.0 // indirect
-	github.com/mistifyio/go-zfs/v3 v3.0.1 // indirect
-)
