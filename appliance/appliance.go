@@ -18,11 +18,13 @@ import (
 	"github.com/cairnbackup/cairn/appliance/catalog"
 	"github.com/cairnbackup/cairn/zfs"
 	"github.com/cairnbackup/cairn/zfs/embedded"
+	"github.com/cairnbackup/cairn/zfs/openzfs"
 )
 
 // Pool kinds for Config.PoolKind.
 const (
 	PoolEmbedded = "embedded"
+	PoolOpenZFS  = "openzfs"
 )
 
 // Config is everything the appliance needs to start. cmd/cairn-appliance
@@ -82,12 +84,21 @@ func New(ctx context.Context, cfg Config) (*Appliance, error) {
 	return &Appliance{cfg: cfg, log: cfg.Logger, catalog: cat, pool: pool}, nil
 }
 
-func openPool(_ context.Context, cfg Config) (zfs.Pool, error) {
+func openPool(ctx context.Context, cfg Config) (zfs.Pool, error) {
 	switch cfg.PoolKind {
 	case PoolEmbedded:
 		return embedded.Open(embedded.Config{Dir: filepath.Join(cfg.DataDir, "pool"), Logger: cfg.Logger})
+	case PoolOpenZFS:
+		if cfg.ZFSRoot == "" {
+			return nil, errors.New("pool openzfs needs a root dataset (-zfs-root, e.g. tank/cairn)")
+		}
+		root, err := zfs.ParseDatasetName(cfg.ZFSRoot)
+		if err != nil {
+			return nil, fmt.Errorf("zfs root: %w", err)
+		}
+		return openzfs.Open(ctx, openzfs.Config{Root: root, Logger: cfg.Logger})
 	default:
-		return nil, fmt.Errorf("unknown pool kind %q (want %s)", cfg.PoolKind, PoolEmbedded)
+		return nil, fmt.Errorf("unknown pool kind %q (want %s or %s)", cfg.PoolKind, PoolEmbedded, PoolOpenZFS)
 	}
 }
 

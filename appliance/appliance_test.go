@@ -57,6 +57,8 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	for name, cfg := range map[string]appliance.Config{
 		"no data dir":  {},
 		"unknown pool": {DataDir: t.TempDir(), PoolKind: "nfs"},
+		"zfs no root":  {DataDir: t.TempDir(), PoolKind: appliance.PoolOpenZFS},
+		"zfs bad root": {DataDir: t.TempDir(), PoolKind: appliance.PoolOpenZFS, ZFSRoot: "tank/../x"},
 	} {
 		if a, err := appliance.New(ctx, cfg); err == nil {
 			a.Close()

@@ -19,7 +19,8 @@ func main() {
 	var level slog.Level
 	flag.StringVar(&cfg.DataDir, "data", "./var", "directory for the catalog and the embedded pool")
 	flag.StringVar(&cfg.Listen, "listen", "127.0.0.1:8080", "HTTP listen address")
-	flag.StringVar(&cfg.PoolKind, "pool", appliance.PoolEmbedded, "storage pool: embedded")
+	flag.StringVar(&cfg.PoolKind, "pool", appliance.PoolEmbedded, "storage pool: embedded or openzfs")
+	flag.StringVar(&cfg.ZFSRoot, "zfs-root", "", "with -pool openzfs: the dataset the appliance owns, e.g. tank/cairn")
 	flag.TextVar(&level, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
 	flag.Parse()
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
