@@ -18,6 +18,14 @@ var (
 	ErrNotFound = errors.New("not found")
 	// ErrInvalid is returned for malformed input, such as a bad agent ID.
 	ErrInvalid = errors.New("invalid")
+	// ErrExists is returned when adding a record whose key is already
+	// taken, such as a duplicate setup token ID. It also matches
+	// ErrInvalid.
+	ErrExists error = existsError{}
+	// ErrSetupRefused is returned by Tx.UseSetupToken when the setup token
+	// may not be exchanged (revoked, expired, used up, or already used by
+	// the same agent key); the error text gives the reason.
+	ErrSetupRefused = errors.New("catalog: setup token refused")
 	// ErrSchemaTooNew is returned by Open for a file written by a newer
 	// version of the code; the file is left untouched.
 	ErrSchemaTooNew = errors.New("catalog schema is newer than this program supports")
@@ -25,6 +33,14 @@ var (
 	// Catalog in this process) holds the file open.
 	ErrLocked = errors.New("catalog file is in use (locked)")
 )
+
+// existsError is the type of ErrExists.
+type existsError struct{}
+
+func (existsError) Error() string { return "already exists" }
+
+// Is makes ErrExists match ErrInvalid.
+func (existsError) Is(target error) bool { return target == ErrInvalid }
 
 // DefaultTimeout is how long Open waits for the file lock when
 // Options.Timeout is zero.

@@ -21,7 +21,7 @@ func TestOpenFresh(t *testing.T) {
 		t.Errorf("file mode %v, %v; want 0600", fi.Mode(), err)
 	}
 	c.db.View(func(tx *bbolt.Tx) error {
-		for _, name := range [][]byte{bucketMeta, bucketAgents, bucketSettings, bucketRecoveryPoints, bucketJobs, bucketAudit} {
+		for _, name := range [][]byte{bucketMeta, bucketAgents, bucketSettings, bucketRecoveryPoints, bucketJobs, bucketAudit, bucketAgentTokens, bucketSetupTokens} {
 			if tx.Bucket(name) == nil {
 				t.Errorf("bucket %s missing", name)
 			}
@@ -119,22 +119,22 @@ func TestMigrationUpgrade(t *testing.T) {
 	putAgents(t, c, "old-agent")
 	c.Close()
 
-	// Version 2 rewrites every agent's hostname; it must run exactly once
-	// and see the data written under version 1.
+	// The next version rewrites every agent's hostname; it must run
+	// exactly once and see the data written under the current one.
 	runs := 0
-	v2 := []Migration{builtinMigrations[0], {Version: 2, Name: "upper-case hostnames", Up: func(tx *bbolt.Tx) error {
+	next := append(builtinMigrations[:len(builtinMigrations):len(builtinMigrations)], Migration{Version: SchemaVersion + 1, Name: "upper-case hostnames", Up: func(tx *bbolt.Tx) error {
 		runs++
 		b := tx.Bucket(bucketAgents)
 		return b.ForEach(func(k, v []byte) error {
 			return b.Put(k, bytes.Replace(v, []byte(".lan"), []byte(".LAN"), 1))
 		})
-	}}}
+	}})
 	for range 2 {
-		c, err := Open(path, Options{Migrations: v2})
+		c, err := Open(path, Options{Migrations: next})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if v, _ := c.SchemaVersion(); v != 2 {
+		if v, _ := c.SchemaVersion(); v != SchemaVersion+1 {
 			t.Errorf("version after upgrade = %d", v)
 		}
 		view(t, c, func(tx *Tx) error {
@@ -147,7 +147,7 @@ func TestMigrationUpgrade(t *testing.T) {
 		c.Close()
 	}
 	if runs != 1 {
-		t.Errorf("migration 2 ran %d times, want 1", runs)
+		t.Errorf("migration %d ran %d times, want 1", SchemaVersion+1, runs)
 	}
 }
 
@@ -171,7 +171,7 @@ func TestSchemaTooNew(t *testing.T) {
 
 func TestFailingMigrationRollsBack(t *testing.T) {
 	boom := errors.New("boom")
-	failing := Migration{Version: 2, Name: "fails", Up: func(tx *bbolt.Tx) error {
+	failing := Migration{Version: SchemaVersion + 1, Name: "fails", Up: func(tx *bbolt.Tx) error {
 		if _, err := tx.CreateBucket([]byte("extra")); err != nil {
 			return err
 		}
@@ -183,7 +183,7 @@ func TestFailingMigrationRollsBack(t *testing.T) {
 		wantVersion uint64
 	}{
 		{"fresh file", nil, 0},
-		{"upgrade", builtinMigrations, 1},
+		{"upgrade", builtinMigrations, SchemaVersion},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -193,7 +193,7 @@ func TestFailingMigrationRollsBack(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			err := openClose(path, []Migration{builtinMigrations[0], failing})
+			err := openClose(path, append(builtinMigrations[:len(builtinMigrations):len(builtinMigrations)], failing))
 			wantErr(t, "Open", err, boom)
 			if v, extra := inspect(t, path, "extra"); v != tt.wantVersion || extra {
 				t.Errorf("after failed migration: version %d (want %d), extra bucket %v", v, tt.wantVersion, extra)

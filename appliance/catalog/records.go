@@ -1,7 +1,10 @@
 package catalog
 
 import (
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -110,6 +113,121 @@ type AuditEvent struct {
 	Detail string    `json:"detail"`
 }
 
+// Agent token sources (AgentToken.Source).
+const (
+	// TokenSourceOperator marks a token issued by an operator.
+	TokenSourceOperator = "operator"
+	// TokenSourceSetupPrefix, followed by a setup token ID, marks a token
+	// obtained by exchanging that setup token (Tx.UseSetupToken).
+	TokenSourceSetupPrefix = "setup:"
+)
+
+// SetupTokenIDLen is the length of a SetupToken.ID.
+const SetupTokenIDLen = 12
+
+// AgentToken is the credential of a reverse-mode agent ("ID|SECRET" on the
+// agent's side). The catalog never holds the secret, only its SHA-256.
+type AgentToken struct {
+	ID         uint64   `json:"id"`          // assigned by AddAgentToken (bucket sequence), starts at 1
+	AgentID    string   `json:"agent_id"`    // the agent it belongs to (Agent.ID rule); required
+	SecretHash [32]byte `json:"secret_hash"` // SHA-256 of the secret; required (non-zero); stored as hex
+	// Fingerprint is the agent key ("SHA256:…") the token was bound to on
+	// its first connection; empty until then. Once set it cannot change.
+	Fingerprint string `json:"fingerprint,omitempty"`
+	// Source is TokenSourceOperator or TokenSourceSetupPrefix followed by
+	// the ID of the setup token it was exchanged for. It cannot change.
+	Source     string    `json:"source"`
+	CreatedAt  time.Time `json:"created_at"` // set by AddAgentToken
+	BoundAt    time.Time `json:"bound_at,omitzero"`
+	RevokedAt  time.Time `json:"revoked_at,omitzero"` // once set, cannot change
+	LastSeenAt time.Time `json:"last_seen_at,omitzero"`
+	LastAddr   string    `json:"last_addr,omitempty"` // remote address of the last connection
+}
+
+// Revoked reports whether the token has been revoked.
+func (t AgentToken) Revoked() bool { return !t.RevokedAt.IsZero() }
+
+// SetupToken lets install scripts get agent tokens: each agent key may
+// exchange it once, up to MaxUses agents, until ExpiresAt. The catalog
+// never holds the secret, only its SHA-256.
+type SetupToken struct {
+	ID         string    `json:"id"`          // public part, SetupTokenIDLen characters of [0-9A-Za-z]; the key
+	SecretHash [32]byte  `json:"secret_hash"` // SHA-256 of the secret; required (non-zero); stored as hex
+	Label      string    `json:"label"`
+	CreatedAt  time.Time `json:"created_at"` // set by AddSetupToken
+	ExpiresAt  time.Time `json:"expires_at"` // required, after CreatedAt
+	MaxUses    int       `json:"max_uses"`   // >= 1
+	UsedBy     []string  `json:"used_by"`    // agent key fingerprints that exchanged it, in order
+	RevokedAt  time.Time `json:"revoked_at,omitzero"`
+}
+
+// Revoked reports whether the setup token has been revoked.
+func (s SetupToken) Revoked() bool { return !s.RevokedAt.IsZero() }
+
+// hexHash is a SHA-256 hash that encodes as 64 hex digits in JSON.
+type hexHash [32]byte
+
+func (h hexHash) MarshalText() ([]byte, error) {
+	return hex.AppendEncode(nil, h[:]), nil
+}
+
+func (h *hexHash) UnmarshalText(text []byte) error {
+	if hex.DecodedLen(len(text)) != len(h) {
+		return fmt.Errorf("hash %q: want %d hex digits", text, 2*len(h))
+	}
+	_, err := hex.Decode(h[:], text)
+	return err
+}
+
+// The JSON methods below store SecretHash as hex: an outer field with the
+// same JSON name hides the embedded one.
+
+type agentTokenFields AgentToken // without the methods
+
+// MarshalJSON encodes the token with SecretHash as a hex string.
+func (t AgentToken) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		agentTokenFields
+		SecretHash hexHash `json:"secret_hash"`
+	}{agentTokenFields(t), hexHash(t.SecretHash)})
+}
+
+// UnmarshalJSON decodes what MarshalJSON encodes.
+func (t *AgentToken) UnmarshalJSON(data []byte) error {
+	v := struct {
+		*agentTokenFields
+		SecretHash hexHash `json:"secret_hash"`
+	}{agentTokenFields: (*agentTokenFields)(t)}
+	if err := json.Unmarshal(data, &v); err != nil {
+		return err
+	}
+	t.SecretHash = v.SecretHash
+	return nil
+}
+
+type setupTokenFields SetupToken // without the methods
+
+// MarshalJSON encodes the setup token with SecretHash as a hex string.
+func (s SetupToken) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		setupTokenFields
+		SecretHash hexHash `json:"secret_hash"`
+	}{setupTokenFields(s), hexHash(s.SecretHash)})
+}
+
+// UnmarshalJSON decodes what MarshalJSON encodes.
+func (s *SetupToken) UnmarshalJSON(data []byte) error {
+	v := struct {
+		*setupTokenFields
+		SecretHash hexHash `json:"secret_hash"`
+	}{setupTokenFields: (*setupTokenFields)(s)}
+	if err := json.Unmarshal(data, &v); err != nil {
+		return err
+	}
+	s.SecretHash = v.SecretHash
+	return nil
+}
+
 // validAgentID checks the agent ID rule documented on Agent.ID.
 func validAgentID(id string) error {
 	if id == "" || len(id) > 64 {
@@ -167,4 +285,28 @@ func validJobKind(k string) bool {
 		}
 	}
 	return true
+}
+
+// validSetupTokenID checks the rule documented on SetupToken.ID.
+func validSetupTokenID(id string) error {
+	if len(id) != SetupTokenIDLen {
+		return fmt.Errorf("setup token ID %q: must be %d characters: %w", id, SetupTokenIDLen, ErrInvalid)
+	}
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
+			return fmt.Errorf("setup token ID %q: character %q not allowed: %w", id, c, ErrInvalid)
+		}
+	}
+	return nil
+}
+
+// validTokenSource checks the rule documented on AgentToken.Source.
+func validTokenSource(src string) error {
+	if src == TokenSourceOperator {
+		return nil
+	}
+	if id, ok := strings.CutPrefix(src, TokenSourceSetupPrefix); ok && validSetupTokenID(id) == nil {
+		return nil
+	}
+	return fmt.Errorf("token source %q: want %q or %q followed by a setup token ID: %w", src, TokenSourceOperator, TokenSourceSetupPrefix, ErrInvalid)
 }

@@ -10,7 +10,7 @@ import (
 
 // SchemaVersion is the schema version written by this version of the code:
 // the Version of the last built-in migration.
-const SchemaVersion uint64 = 1
+const SchemaVersion uint64 = 2
 
 // Bucket and key names. The layout is part of the on-disk format: change it
 // only through a new migration.
@@ -21,6 +21,8 @@ var (
 	bucketRecoveryPoints = []byte("recovery_points") // one nested bucket per agent
 	bucketJobs           = []byte("jobs")
 	bucketAudit          = []byte("audit")
+	bucketAgentTokens    = []byte("agent_tokens") // since version 2
+	bucketSetupTokens    = []byte("setup_tokens") // since version 2
 
 	keySchemaVersion = []byte("schema_version")
 )
@@ -39,10 +41,21 @@ type Migration struct {
 // Version.
 var builtinMigrations = []Migration{
 	{Version: 1, Name: "create buckets", Up: createBuckets},
+	{Version: 2, Name: "tokens", Up: createTokenBuckets},
 }
 
 func createBuckets(tx *bbolt.Tx) error {
 	for _, name := range [][]byte{bucketAgents, bucketSettings, bucketRecoveryPoints, bucketJobs, bucketAudit} {
+		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+			return fmt.Errorf("create bucket %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// createTokenBuckets adds the buckets of reverse-mode agent credentials.
+func createTokenBuckets(tx *bbolt.Tx) error {
+	for _, name := range [][]byte{bucketAgentTokens, bucketSetupTokens} {
 		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 			return fmt.Errorf("create bucket %s: %w", name, err)
 		}

@@ -136,9 +136,9 @@ func (t *Tx) Agents() ([]Agent, error) {
 	return agents, nil
 }
 
-// DeleteAgent deletes an agent together with its settings and recovery
-// point records. Jobs and audit events that mention it are kept as
-// history.
+// DeleteAgent deletes an agent together with its settings, recovery
+// point records and agent tokens (so that they no longer authenticate).
+// Jobs and audit events that mention it are kept as history.
 func (t *Tx) DeleteAgent(id string) error {
 	if err := t.deleteAgent(id); err != nil {
 		return fmt.Errorf("delete agent %q: %w", id, err)
@@ -170,9 +170,11 @@ func (t *Tx) deleteAgent(id string) error {
 		return err
 	}
 	if points.Bucket(key) != nil {
-		return points.DeleteBucket(key)
+		if err := points.DeleteBucket(key); err != nil {
+			return err
+		}
 	}
-	return nil
+	return t.deleteAgentTokens(id)
 }
 
 // PutSettings creates or replaces the settings of an existing agent and
