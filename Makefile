@@ -12,27 +12,30 @@ STATICCHECK := $(GOBIN)/staticcheck
 ZFSVM ?= $(abspath ../shared/zfsvm/zfsvm)
 
 .DEFAULT_GOAL := help
-.PHONY: help deps build run test test-zfs lint check bench bench-storage
+.PHONY: help deps build run test test-zfs lint check bench bench-storage generate
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 deps: ## install what building and testing need (Debian packages)
-	@command -v gcc >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libc6-dev; }
+	@command -v gcc >/dev/null && command -v ip >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libc6-dev iproute2; }
 
 build: ## build the programs into bin/
 	$(GO) build -o bin/ ./cmd/...
 
-run: build ## start the appliance on embedded defaults (data in ./var, http://127.0.0.1:8080)
-	./bin/cairn-appliance -data ./var -listen 127.0.0.1:8080
+run: build ## start the appliance on embedded defaults (data in ./var, http://127.0.0.1:8080, agent gateway :8443)
+	./bin/cairn-appliance -data ./var -listen 127.0.0.1:8080 -gateway :8443
 
 test: deps ## run every test with the race detector (OpenZFS tests: make test-zfs)
-	$(GO) test -race -count=1 ./...
+	CAIRN_TEST_NETNS=1 $(GO) test -race -count=1 ./...
 
 test-zfs: deps ## run the storage tests on real OpenZFS in the VM of ../shared/zfsvm
 	@test -x "$(ZFSVM)" || { echo "test-zfs: $(ZFSVM) not found"; exit 1; }
 	$(ZFSVM) setup
 	CAIRN_TEST_ZFS=1 $(GO) test -race -count=1 -timeout 30m -exec "$(ZFSVM) run --" ./zfs/openzfs/
+
+generate: ## regenerate the agent API code with buf (pinned); must leave no diff
+	$(GO) generate ./api/...
 
 $(STATICCHECK):
 	$(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
@@ -41,8 +44,8 @@ lint: $(STATICCHECK) ## go vet and staticcheck
 	$(GO) vet ./...
 	$(STATICCHECK) ./...
 
-check: lint test ## lint, test, and check that go mod tidy and gofmt change nothing
-	$(GO) mod tidy && git diff --exit-code -- go.mod go.sum
+check: lint test generate ## lint, test, and check that go mod tidy, go generate and gofmt change nothing
+	$(GO) mod tidy && git diff --exit-code -- go.mod go.sum api/
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 bench: bench-storage ## run every benchmark and print its figures
