@@ -1,0 +1,32 @@
+package agent
+
+import (
+	"context"
+
+	"github.com/cairnbackup/cairn/agent/vss"
+	agentv1 "github.com/cairnbackup/cairn/api/agent/v1"
+)
+
+func snapshotProvider() string { return "vss" }
+
+// listWriters asks the Volume Shadow Copy service for its writers.
+func listWriters(ctx context.Context) *agentv1.ListWritersResponse {
+	resp := &agentv1.ListWritersResponse{SnapshotProvider: "vss"}
+	ws, err := vss.List(ctx)
+	if err != nil {
+		resp.Error = err.Error()
+	}
+	for _, w := range ws {
+		resp.Writers = append(resp.Writers, &agentv1.Writer{
+			Name: w.Name, Id: w.ID, InstanceId: w.InstanceID,
+			StateCode: uint32(w.StateCode), State: w.State, LastError: w.LastError,
+		})
+	}
+	return resp
+}
+
+// listVolumes is not implemented on Windows yet: the backup issue brings
+// the volume enumeration with the VSS snapshot provider.
+func listVolumes(context.Context) ([]*agentv1.Volume, error) { return nil, nil }
+
+func osDescription() string { return "Windows" }

@@ -1,0 +1,136 @@
+package agent
+
+import (
+	"context"
+	"os"
+	"runtime"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	agentv1 "github.com/cairnbackup/cairn/api/agent/v1"
+	"github.com/cairnbackup/cairn/pairing/identity"
+)
+
+// service is the agent API served on one session; peer is the appliance
+// at the other end.
+type service struct {
+	agentv1.UnimplementedAgentServiceServer
+	a    *Agent
+	peer identity.Fingerprint
+}
+
+// gate refuses everything but Hello and Pair until the agent is paired.
+func (s *service) gate(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	switch info.FullMethod {
+	case agentv1.AgentService_Hello_FullMethodName, agentv1.AgentService_Pair_FullMethodName:
+		return h(ctx, req)
+	}
+	if _, ok, err := s.a.state.pin(); err != nil || !ok {
+		return nil, status.Error(codes.FailedPrecondition, "agent is not paired")
+	}
+	return h(ctx, req)
+}
+
+func (s *service) gateStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	if _, ok, err := s.a.state.pin(); err != nil || !ok {
+		return status.Error(codes.FailedPrecondition, "agent is not paired")
+	}
+	return h(srv, ss)
+}
+
+func (s *service) Hello(_ context.Context, req *agentv1.HelloRequest) (*agentv1.HelloResponse, error) {
+	v := uint32(agentv1.ProtocolVersion)
+	if req.GetProtocolVersion() < agentv1.MinProtocolVersion {
+		return nil, status.Errorf(codes.FailedPrecondition, "appliance speaks protocol %d, this agent needs at least %d",
+			req.GetProtocolVersion(), agentv1.MinProtocolVersion)
+	}
+	v = min(v, req.GetProtocolVersion())
+	host, _ := os.Hostname()
+	pin, _, _ := s.a.state.pin()
+	provider := snapshotProvider()
+	return &agentv1.HelloResponse{
+		AgentId:          pin.AgentID,
+		Fingerprint:      s.a.id.Fingerprint().String(),
+		Hostname:         host,
+		Os:               runtime.GOOS,
+		Arch:             runtime.GOARCH,
+		OsDescription:    osDescription(),
+		AgentVersion:     s.a.cfg.Version,
+		ProtocolVersion:  v,
+		SnapshotProvider: provider,
+	}, nil
+}
+
+func (s *service) Pair(_ context.Context, req *agentv1.PairRequest) (*agentv1.PairResponse, error) {
+	want, err := identity.ParseFingerprint(req.GetApplianceFingerprint())
+	if err != nil || want != s.peer {
+		return nil, status.Error(codes.InvalidArgument, "appliance fingerprint does not match this session's")
+	}
+	s.a.state.mu.Lock()
+	defer s.a.state.mu.Unlock()
+	pin, ok, err := s.a.state.pin()
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	if ok && pin.Fingerprint != s.peer {
+		// TLS already refuses other appliances; this is a race with unpair.
+		return nil, status.Error(codes.PermissionDenied, "agent is paired with another appliance")
+	}
+	already := ok
+	pin = Pin{Fingerprint: s.peer, Name: req.GetApplianceName(), AgentID: req.GetAgentId(), PairedAt: pin.PairedAt}
+	if pin.PairedAt.IsZero() {
+		pin.PairedAt = time.Now().UTC()
+	}
+	if err := s.a.state.setPin(pin); err != nil {
+		return nil, status.Error(codes.Internal, "store pin: "+err.Error())
+	}
+	if !already {
+		s.a.log.Info("paired with appliance", "appliance", pin.Name, "fingerprint", s.peer.String(),
+			"short", s.peer.Short(), "agent_id", pin.AgentID)
+	}
+	return &agentv1.PairResponse{AlreadyPaired: already}, nil
+}
+
+func (s *service) Ping(_ context.Context, req *agentv1.PingRequest) (*agentv1.PingResponse, error) {
+	return &agentv1.PingResponse{SentUnixNano: req.GetSentUnixNano(), AgentUnixNano: time.Now().UnixNano()}, nil
+}
+
+func (s *service) ListVolumes(ctx context.Context, _ *agentv1.ListVolumesRequest) (*agentv1.ListVolumesResponse, error) {
+	vols, err := listVolumes(ctx)
+	if err != nil {
+		return nil, status.Error(codes.Internal, "list volumes: "+err.Error())
+	}
+	return &agentv1.ListVolumesResponse{Volumes: vols}, nil
+}
+
+func (s *service) ListWriters(ctx context.Context, _ *agentv1.ListWritersRequest) (*agentv1.ListWritersResponse, error) {
+	return listWriters(ctx), nil
+}
+
+// speedChunk is the largest SpeedTest message.
+const speedChunk = 1 << 20
+
+// maxSpeedTest bounds one SpeedTest.
+const maxSpeedTest = 64 << 30
+
+func (s *service) SpeedTest(req *agentv1.SpeedTestRequest, stream grpc.ServerStreamingServer[agentv1.SpeedTestData]) error {
+	if req.GetBytes() > maxSpeedTest {
+		return status.Errorf(codes.InvalidArgument, "at most %d bytes", uint64(maxSpeedTest))
+	}
+	size := int(req.GetMessageSize())
+	if size <= 0 || size > speedChunk {
+		size = speedChunk
+	}
+	buf := make([]byte, size)
+	for left := req.GetBytes(); left > 0; {
+		n := min(left, uint64(size))
+		if err := stream.Send(&agentv1.SpeedTestData{Data: buf[:n]}); err != nil {
+			return err
+		}
+		left -= n
+	}
+	return nil
+}
