@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/cairnbackup/cairn/appliance/catalog"
+	"github.com/cairnbackup/cairn/appliance/gateway"
+	"github.com/cairnbackup/cairn/pairing/identity"
 	"github.com/cairnbackup/cairn/zfs"
 	"github.com/cairnbackup/cairn/zfs/embedded"
 	"github.com/cairnbackup/cairn/zfs/openzfs"
@@ -34,6 +36,12 @@ type Config struct {
 	DataDir string
 	// Listen is the HTTP address, e.g. "127.0.0.1:8080".
 	Listen string
+	// GatewayListen is the agent gateway's address for reverse-mode
+	// agents, e.g. ":8443"; "" disables it.
+	GatewayListen string
+	// Name is the appliance's name, shown by paired agents; default the
+	// host name.
+	Name string
 	// PoolKind is PoolEmbedded (default) or PoolOpenZFS.
 	PoolKind string
 	// ZFSRoot is the dataset the appliance owns on OpenZFS, e.g. "tank/cairn".
@@ -47,6 +55,8 @@ type Appliance struct {
 	log     *slog.Logger
 	catalog *catalog.Catalog
 	pool    zfs.Pool
+	id      *identity.Identity
+	gw      *gateway.Gateway
 	started time.Time
 }
 
@@ -81,7 +91,22 @@ func New(ctx context.Context, cfg Config) (*Appliance, error) {
 		cat.Close()
 		return nil, fmt.Errorf("appliance: %w", err)
 	}
-	return &Appliance{cfg: cfg, log: cfg.Logger, catalog: cat, pool: pool}, nil
+	if cfg.Name == "" {
+		cfg.Name, _ = os.Hostname()
+	}
+	id, err := identity.LoadOrCreate(filepath.Join(dir, "identity"), cfg.Name)
+	if err != nil {
+		pool.Close()
+		cat.Close()
+		return nil, fmt.Errorf("appliance: identity: %w", err)
+	}
+	gw, err := gateway.New(gateway.Config{Catalog: cat, Identity: id, Name: cfg.Name, Logger: cfg.Logger})
+	if err != nil {
+		pool.Close()
+		cat.Close()
+		return nil, fmt.Errorf("appliance: %w", err)
+	}
+	return &Appliance{cfg: cfg, log: cfg.Logger, catalog: cat, pool: pool, id: id, gw: gw}, nil
 }
 
 func openPool(ctx context.Context, cfg Config) (zfs.Pool, error) {
@@ -102,22 +127,34 @@ func openPool(ctx context.Context, cfg Config) (zfs.Pool, error) {
 	}
 }
 
-// Close releases the pool and the catalog.
+// Close closes the agent sessions and releases the pool and the catalog.
 func (a *Appliance) Close() error {
-	return errors.Join(a.pool.Close(), a.catalog.Close())
+	return errors.Join(a.gw.Close(), a.pool.Close(), a.catalog.Close())
 }
 
-// Run serves HTTP until ctx is canceled, then shuts down gracefully.
+// Gateway is the appliance's agent gateway.
+func (a *Appliance) Gateway() *gateway.Gateway { return a.gw }
+
+// Run serves HTTP and the agent gateway until ctx is canceled, then shuts
+// down gracefully.
 func (a *Appliance) Run(ctx context.Context) error {
 	ln, err := net.Listen("tcp", a.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("appliance: listen: %w", err)
 	}
-	return a.Serve(ctx, ln)
+	var gln net.Listener
+	if a.cfg.GatewayListen != "" {
+		if gln, err = net.Listen("tcp", a.cfg.GatewayListen); err != nil {
+			ln.Close()
+			return fmt.Errorf("appliance: agent gateway: %w", err)
+		}
+	}
+	return a.Serve(ctx, ln, gln)
 }
 
-// Serve is Run on a listener the caller made (tests use port 0).
-func (a *Appliance) Serve(ctx context.Context, ln net.Listener) error {
+// Serve is Run on listeners the caller made (tests use port 0); gln may be
+// nil for no agent gateway.
+func (a *Appliance) Serve(ctx context.Context, ln, gln net.Listener) error {
 	a.started = time.Now()
 	srv := &http.Server{
 		Handler:           a.Handler(),
@@ -127,9 +164,19 @@ func (a *Appliance) Serve(ctx context.Context, ln net.Listener) error {
 	a.log.Info("cairn appliance running",
 		"url", "http://"+ln.Addr().String()+"/",
 		"data", a.cfg.DataDir,
-		"pool", a.pool.Root().String(), "pool_kind", a.cfg.PoolKind)
-	errc := make(chan error, 1)
+		"pool", a.pool.Root().String(), "pool_kind", a.cfg.PoolKind,
+		"fingerprint", a.id.Fingerprint().String(), "short", a.id.Fingerprint().Short())
+	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
+	if gln != nil {
+		a.log.Info("agent gateway listening", "addr", gln.Addr().String())
+		go func() {
+			if err := a.gw.Serve(ctx, gln); err != nil {
+				errc <- fmt.Errorf("agent gateway: %w", err)
+			}
+		}()
+	}
+	go a.gw.KeepDirect(ctx, time.Minute)
 	select {
 	case err := <-errc:
 		return fmt.Errorf("appliance: serve: %w", err)
@@ -148,6 +195,7 @@ func (a *Appliance) Serve(ctx context.Context, ln net.Listener) error {
 func (a *Appliance) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", a.healthz)
+	a.routeAPI(mux)
 	return mux
 }
 

@@ -24,7 +24,7 @@ func TestServeHealthz(t *testing.T) {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- a.Serve(ctx, ln) }()
+	go func() { done <- a.Serve(ctx, ln, nil) }()
 
 	resp, err := http.Get("http://" + ln.Addr().String() + "/healthz")
 	if err != nil {

@@ -1,5 +1,12 @@
 // Command cairn-appliance is the Cairn appliance daemon: web wizard and REST
 // API, agent gateway, scheduler and storage.
+//
+//	cairn-appliance [flags]                      run the appliance
+//	cairn-appliance token create -agent ID       create an agent token (reverse mode)
+//	cairn-appliance setup-token create [-uses N] create a setup token
+//	cairn-appliance agents                       list agents and their sessions
+//
+// The subcommands talk to a running appliance's API (-url).
 package main
 
 import (
@@ -15,10 +22,15 @@ import (
 )
 
 func main() {
+	if ok, code := clientCommand(os.Args[1:]); ok {
+		os.Exit(code)
+	}
 	var cfg appliance.Config
 	var level slog.Level
 	flag.StringVar(&cfg.DataDir, "data", "./var", "directory for the catalog and the embedded pool")
 	flag.StringVar(&cfg.Listen, "listen", "127.0.0.1:8080", "HTTP listen address")
+	flag.StringVar(&cfg.GatewayListen, "gateway", ":8443", "agent gateway address for reverse-mode agents (\"\" disables)")
+	flag.StringVar(&cfg.Name, "name", "", "appliance name shown by paired agents (default: host name)")
 	flag.StringVar(&cfg.PoolKind, "pool", appliance.PoolEmbedded, "storage pool: embedded or openzfs")
 	flag.StringVar(&cfg.ZFSRoot, "zfs-root", "", "with -pool openzfs: the dataset the appliance owns, e.g. tank/cairn")
 	flag.TextVar(&level, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
