@@ -1,0 +1,393 @@
+// Package e2e runs the real cairn-appliance and cairn-agent binaries
+// against each other on loopback (and, for NAT, in a network namespace).
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+var bin string // directory of the built binaries
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "cairn-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	bin = dir
+	code := func() int {
+		defer os.RemoveAll(dir)
+		for _, cmd := range []string{"cairn-appliance", "cairn-agent"} {
+			build := exec.Command("go", "build", "-race", "-o", filepath.Join(dir, cmd), "../cmd/"+cmd)
+			build.Stdout, build.Stderr = os.Stderr, os.Stderr
+			if err := build.Run(); err != nil {
+				fmt.Fprintln(os.Stderr, "build", cmd+":", err)
+				return 1
+			}
+		}
+		return m.Run()
+	}()
+	os.Exit(code)
+}
+
+// proc is a running binary whose log lines are watched.
+type proc struct {
+	t    *testing.T
+	name string
+	cmd  *exec.Cmd
+	mu   sync.Mutex
+	log  []string
+	seen chan struct{} // closed and replaced on every new line
+	done chan struct{}
+}
+
+// start runs a binary (copied into dir when dir is not "", so that it
+// finds agent.conf next to itself); it is killed when the test ends.
+func start(t *testing.T, name string, env []string, wrap []string, args ...string) *proc {
+	t.Helper()
+	path := filepath.Join(bin, name)
+	argv := append(append([]string{}, wrap...), path)
+	argv = append(argv, args...)
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = append(os.Environ(), env...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout = cmd.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{t: t, name: name, cmd: cmd, seen: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			p.mu.Lock()
+			p.log = append(p.log, sc.Text())
+			close(p.seen)
+			p.seen = make(chan struct{})
+			p.mu.Unlock()
+		}
+		cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		p.kill()
+		if t.Failed() {
+			p.mu.Lock()
+			t.Logf("%s log:\n%s", name, strings.Join(p.log, "\n"))
+			p.mu.Unlock()
+		}
+	})
+	return p
+}
+
+func (p *proc) kill() {
+	p.cmd.Process.Kill()
+	<-p.done
+}
+
+// waitLog waits for a log line matching re and returns its submatches.
+func (p *proc) waitLog(re string, timeout time.Duration) []string {
+	p.t.Helper()
+	rx := regexp.MustCompile(re)
+	deadline := time.After(timeout)
+	next := 0
+	for {
+		p.mu.Lock()
+		lines, seen := p.log[next:], p.seen
+		next = len(p.log)
+		p.mu.Unlock()
+		for _, l := range lines {
+			if m := rx.FindStringSubmatch(l); m != nil {
+				return m
+			}
+		}
+		select {
+		case <-seen:
+		case <-p.done:
+			p.mu.Lock()
+			more := len(p.log) > next
+			p.mu.Unlock()
+			if !more {
+				p.t.Fatalf("%s exited (%v) before logging %q", p.name, p.cmd.ProcessState, re)
+			}
+		case <-deadline:
+			p.t.Fatalf("%s did not log %q within %s", p.name, re, timeout)
+		}
+	}
+}
+
+// appliance is a running cairn-appliance.
+type appliance struct {
+	*proc
+	url, gateway string
+}
+
+func startAppliance(t *testing.T, data, gateway string) *appliance {
+	t.Helper()
+	p := start(t, "cairn-appliance", nil, nil, "-data", data, "-listen", "127.0.0.1:0", "-gateway", gateway, "-name", "test-appliance")
+	url := p.waitLog(`cairn appliance running"? url=(http://\S+)/`, 30*time.Second)[1]
+	gw := p.waitLog(`agent gateway listening"? addr=(\S+)`, 30*time.Second)[1]
+	return &appliance{proc: p, url: url, gateway: gw}
+}
+
+func (a *appliance) get(t *testing.T, path string, out any) int {
+	t.Helper()
+	resp, err := http.Get(a.url + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if out != nil && resp.StatusCode/100 == 2 {
+		if err := json.Unmarshal(b, out); err != nil {
+			t.Fatalf("GET %s: %v: %s", path, err, b)
+		}
+	}
+	return resp.StatusCode
+}
+
+func (a *appliance) post(t *testing.T, path string, body, out any) int {
+	t.Helper()
+	b, _ := json.Marshal(body)
+	resp, err := http.Post(a.url+path, "application/json", bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	rb, _ := io.ReadAll(resp.Body)
+	if out != nil {
+		if err := json.Unmarshal(rb, out); err != nil {
+			t.Fatalf("POST %s: %v: %s", path, err, rb)
+		}
+	}
+	return resp.StatusCode
+}
+
+type agentInfo struct {
+	ID          string `json:"id"`
+	Mode        string `json:"mode"`
+	Fingerprint string `json:"fingerprint"`
+	Connected   bool   `json:"connected"`
+	Session     *struct {
+		RemoteAddr     string    `json:"remote_addr"`
+		Hostname       string    `json:"hostname"`
+		ConnectedSince time.Time `json:"connected_since"`
+		LastSeen       time.Time `json:"last_seen"`
+		LastDuplicate  *struct {
+			RemoteAddr string `json:"remote_addr"`
+			Count      int    `json:"count"`
+		} `json:"last_duplicate"`
+	} `json:"session"`
+}
+
+// waitConnected polls the appliance's agent list (bounded in time) until
+// the agent is connected.
+func (a *appliance) waitConnected(t *testing.T, id string, timeout time.Duration) agentInfo {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		var agents []agentInfo
+		a.get(t, "/api/agents", &agents)
+		for _, ag := range agents {
+			if ag.ID == id && ag.Connected {
+				return ag
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("agent %s not connected within %s: %+v", id, timeout, agents)
+		}
+		select {
+		case <-a.done:
+			t.Fatal("appliance exited")
+		case <-time.After(50 * time.Millisecond): // polling interval, not synchronisation
+		}
+	}
+}
+
+// checkAgentAPI runs Hello, Ping and ListVolumes through the appliance.
+func checkAgentAPI(t *testing.T, a *appliance, id string) {
+	t.Helper()
+	var hello struct {
+		AgentID         string `json:"agent_id"`
+		Fingerprint     string `json:"fingerprint"`
+		Hostname        string `json:"hostname"`
+		Os              string `json:"os"`
+		ProtocolVersion uint32 `json:"protocol_version"`
+	}
+	if code := a.get(t, "/api/agents/"+id+"/hello", &hello); code != 200 {
+		t.Fatalf("hello: HTTP %d", code)
+	}
+	host, _ := os.Hostname()
+	if hello.AgentID != id || hello.Os != "linux" || hello.Hostname != host || hello.ProtocolVersion != 1 ||
+		!strings.HasPrefix(hello.Fingerprint, "SHA256:") {
+		t.Fatalf("hello: %+v", hello)
+	}
+	var ping struct {
+		RTT int64 `json:"rtt_ns"`
+	}
+	if code := a.get(t, "/api/agents/"+id+"/ping", &ping); code != 200 || ping.RTT <= 0 {
+		t.Fatalf("ping: HTTP %d, %+v", code, ping)
+	}
+	var vols struct {
+		Volumes []struct {
+			ID          string   `json:"id"`
+			MountPoints []string `json:"mount_points"`
+			SizeBytes   uint64   `json:"size_bytes"`
+		} `json:"volumes"`
+	}
+	if code := a.get(t, "/api/agents/"+id+"/volumes", &vols); code != 200 {
+		t.Fatalf("volumes: HTTP %d", code)
+	}
+	// Whatever the machine mounts, /proc is never a volume and every
+	// volume has a mount point.
+	for _, v := range vols.Volumes {
+		if len(v.MountPoints) == 0 || !strings.HasPrefix(v.ID, "/dev/") {
+			t.Fatalf("volume %+v", v)
+		}
+	}
+	var writers struct {
+		Writers          []any  `json:"writers"`
+		SnapshotProvider string `json:"snapshot_provider"`
+	}
+	if code := a.get(t, "/api/agents/"+id+"/writers", &writers); code != 200 || len(writers.Writers) != 0 || writers.SnapshotProvider == "" {
+		t.Fatalf("writers: HTTP %d, %+v", code, writers)
+	}
+}
+
+func TestDirectMode(t *testing.T) {
+	a := startAppliance(t, t.TempDir(), "127.0.0.1:0")
+	state := t.TempDir()
+	ag := start(t, "cairn-agent", nil, nil, "-state", state, "-listen", "127.0.0.1:0")
+	addr := ag.waitLog(`listening for the appliance \(direct mode\)"? addr=(\S+)`, 30*time.Second)[1]
+
+	var st map[string]any
+	if code := a.post(t, "/api/agents/direct", map[string]string{"agent_id": "lan1", "address": addr}, &st); code != 200 {
+		t.Fatalf("pair: HTTP %d: %v", code, st)
+	}
+	info := a.waitConnected(t, "lan1", 10*time.Second)
+	if info.Mode != "direct" || info.Session.RemoteAddr != addr {
+		t.Fatalf("agent %+v", info)
+	}
+	checkAgentAPI(t, a, "lan1")
+	ag.waitLog(`paired with appliance"? appliance=test-appliance`, 10*time.Second)
+	if _, err := os.Stat(filepath.Join(state, "appliance.json")); err != nil {
+		t.Fatalf("agent did not pin the appliance: %v", err)
+	}
+
+	// Another appliance cannot take over the paired agent.
+	b := startAppliance(t, t.TempDir(), "127.0.0.1:0")
+	var e struct{ Error string }
+	if code := b.post(t, "/api/agents/direct", map[string]string{"agent_id": "lan1", "address": addr}, &e); code/100 == 2 {
+		t.Fatal("a second appliance paired with a paired agent")
+	}
+	ag.waitLog(`appliance connection refused`, 10*time.Second)
+
+	// After unpair on the agent, it can be paired again.
+	out, err := exec.Command(filepath.Join(bin, "cairn-agent"), "unpair", "-state", state).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "unpaired from appliance test-appliance") {
+		t.Fatalf("unpair: %v: %s", err, out)
+	}
+	if code := b.post(t, "/api/agents/direct", map[string]string{"agent_id": "lan1", "address": addr}, &st); code != 200 {
+		t.Fatalf("pair after unpair: HTTP %d: %v", code, st)
+	}
+	b.waitConnected(t, "lan1", 10*time.Second)
+}
+
+func TestReverseModeSurvivesApplianceRestart(t *testing.T) {
+	data := t.TempDir()
+	a := startAppliance(t, data, "127.0.0.1:0")
+	out, err := exec.Command(filepath.Join(bin, "cairn-appliance"), "token", "create", "-agent", "nat1", "-url", a.url).CombinedOutput()
+	if err != nil {
+		t.Fatalf("token create: %v: %s", err, out)
+	}
+	tok := regexp.MustCompile(`(?m)^  (\d+\|[0-9A-Za-z]{40,})$`).FindStringSubmatch(string(out))
+	if tok == nil {
+		t.Fatalf("no token in:\n%s", out)
+	}
+	ag := start(t, "cairn-agent", []string{"CAIRN_AGENT_TOKEN=" + tok[1]}, nil,
+		"-state", t.TempDir(), "-appliance", a.gateway, "-listen", "off")
+	info := a.waitConnected(t, "nat1", 20*time.Second)
+	if info.Mode != "reverse" || info.Fingerprint == "" {
+		t.Fatalf("agent %+v", info)
+	}
+	checkAgentAPI(t, a, "nat1")
+	// The secret is in no log.
+	secret := strings.SplitN(tok[1], "|", 2)[1]
+	for _, p := range []*proc{a.proc, ag} {
+		p.mu.Lock()
+		for _, l := range p.log {
+			if strings.Contains(l, secret) {
+				t.Errorf("%s logged the token secret: %s", p.name, l)
+			}
+		}
+		p.mu.Unlock()
+	}
+
+	// Kill the appliance; start it again on the same data and port.
+	gw := a.gateway
+	a.kill()
+	ag.waitLog(`disconnected from the appliance`, 20*time.Second)
+	a2 := startAppliance(t, data, gw)
+	start := time.Now()
+	a2.waitConnected(t, "nat1", 75*time.Second) // the backoff cap is 60 s
+	t.Logf("agent back %s after the appliance restarted", time.Since(start).Round(time.Millisecond))
+	checkAgentAPI(t, a2, "nat1")
+}
+
+func TestAgentConfigErrors(t *testing.T) {
+	for name, tc := range map[string]struct {
+		conf, env string
+		want      string
+	}{
+		"no token":          {conf: "appliance = 127.0.0.1:1\n", want: "needs an agent token"},
+		"malformed in conf": {conf: "appliance = 127.0.0.1:1\ntoken = 12|short\n", want: "agent.conf is malformed"},
+		"malformed in env":  {conf: "appliance = 127.0.0.1:1\n", env: "CAIRN_AGENT_TOKEN=abc", want: "CAIRN_AGENT_TOKEN is malformed"},
+		"unknown key":       {conf: "tokn = 1|x\n", want: `unknown key "tokn"`},
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			exe := filepath.Join(dir, "cairn-agent")
+			b, err := os.ReadFile(filepath.Join(bin, "cairn-agent"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(exe, b, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, "agent.conf"), []byte(tc.conf), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, exe)
+			cmd.Env = os.Environ()
+			if tc.env != "" {
+				cmd.Env = append(cmd.Env, tc.env)
+			}
+			out, err := cmd.CombinedOutput()
+			ee, ok := err.(*exec.ExitError)
+			if !ok || ee.ExitCode() != 2 || !strings.Contains(string(out), tc.want) {
+				t.Fatalf("got %v, output %q; want exit 2 and %q", err, out, tc.want)
+			}
+			if strings.Contains(string(out), "short") {
+				t.Fatalf("the token's text is in the message: %s", out)
+			}
+		})
+	}
+}
