@@ -67,8 +67,9 @@ func (p *Pool) GC(ctx context.Context) (GCStats, error) {
 		cs.gc = nil
 		cs.mu.Unlock()
 	}()
-	//lint:ignore SA2001 the empty critical section waits for earlier flushes
+	// The empty critical section waits for earlier flushes.
 	p.flushMu.Lock()
+	//lint:ignore SA2001 see above
 	p.flushMu.Unlock()
 
 	marked, err := p.mark(ctx)
