@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cairnbackup/cairn/internal/durable"
 	"github.com/cairnbackup/cairn/pairing/identity"
 	"github.com/cairnbackup/cairn/pairing/token"
 )
@@ -105,39 +106,11 @@ func (s *state) setEnrolledToken(t token.AgentToken) error {
 	return writeFileAtomic(filepath.Join(s.dir, tokenFile), []byte(t.Reveal()+"\n"))
 }
 
-// writeFileAtomic writes a 0600 file through a temporary file, fsync and
-// rename, so that a crash leaves the old or the new content.
+// writeFileAtomic writes a 0600 file so that a crash leaves the old or the
+// new content.
 func writeFileAtomic(path string, b []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return syncDir(filepath.Dir(path))
+	os.Remove(path + ".tmp") // left by a crash
+	return durable.WriteFile(path+".tmp", path, b, 0o600)
 }
 
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil && !errors.Is(err, os.ErrInvalid) {
-		return err
-	}
-	return nil
-}
+var syncDir = durable.SyncDir

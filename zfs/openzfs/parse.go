@@ -254,62 +254,6 @@ func parseTokenContents(out string) map[string]string {
 	return kv
 }
 
-// mount is one line of /proc/self/mountinfo.
-type mount struct {
-	root       string // the mounted directory of the file system
-	mountPoint string
-	fsType     string
-	source     string
-}
-
-// parseMountInfo parses /proc/self/mountinfo (proc(5)): "id parent
-// major:minor root mountpoint options [optional fields...] - fstype source
-// superoptions". Paths escape space, tab, newline and backslash as octal.
-// Lines that do not have that shape are skipped.
-func parseMountInfo(data []byte) []mount {
-	var res []mount
-	for _, l := range strings.Split(string(data), "\n") {
-		f := strings.Fields(l)
-		sep := -1
-		for i := 6; i < len(f); i++ {
-			if f[i] == "-" {
-				sep = i
-				break
-			}
-		}
-		if sep < 0 || sep+2 >= len(f) {
-			continue
-		}
-		res = append(res, mount{
-			root:       unescapeMount(f[3]),
-			mountPoint: unescapeMount(f[4]),
-			fsType:     f[sep+1],
-			source:     unescapeMount(f[sep+2]),
-		})
-	}
-	return res
-}
-
-// unescapeMount undoes the octal escapes (\040 and so on) of mountinfo.
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) && isOctal(s[i+1]) && isOctal(s[i+2]) && isOctal(s[i+3]) {
-			v := (s[i+1]-'0')<<6 | (s[i+2]-'0')<<3 | (s[i+3] - '0')
-			b.WriteByte(v)
-			i += 3
-			continue
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
-func isOctal(c byte) bool { return c >= '0' && c <= '7' }
-
 // propertyArgs returns "-o", "k=v" pairs for props, sorted by property
 // name so that the command line is the same every time.
 func propertyArgs(props map[string]string) []string {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -13,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cairnbackup/cairn/internal/mountinfo"
 	"github.com/cairnbackup/cairn/zfs"
 )
 
@@ -472,10 +472,10 @@ func (p *Pool) Close() error {
 // if ds is not there it asks zfs, which tells a missing dataset
 // (ErrNotFound) from one that is not mounted.
 func (p *Pool) mountpoint(ctx context.Context, ds zfs.DatasetName) (string, error) {
-	if data, err := os.ReadFile(p.mountinfo); err == nil {
-		for _, m := range parseMountInfo(data) {
-			if m.fsType == "zfs" && m.source == ds.String() && m.root == "/" && filepath.IsAbs(m.mountPoint) {
-				return m.mountPoint, nil
+	if mounts, err := mountinfo.Read(p.mountinfo); err == nil {
+		for _, m := range mounts {
+			if m.FSType == "zfs" && m.Source == ds.String() && m.Root == "/" && filepath.IsAbs(m.MountPoint) {
+				return m.MountPoint, nil
 			}
 		}
 	}
