@@ -157,7 +157,8 @@ type HelloResponse struct {
 	AgentVersion  string `protobuf:"bytes,7,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
 	// The protocol version both sides will use: min(appliance's, agent's).
 	ProtocolVersion uint32 `protobuf:"varint,8,opt,name=protocol_version,json=protocolVersion,proto3" json:"protocol_version,omitempty"`
-	// The snapshot provider the agent uses: "vss", "lvm", "image".
+	// The snapshot provider the agent uses: "vss" on Windows; "none" where
+	// no provider exists yet (later: "lvm", "image").
 	SnapshotProvider string `protobuf:"bytes,9,opt,name=snapshot_provider,json=snapshotProvider,proto3" json:"snapshot_provider,omitempty"`
 	unknownFields    protoimpl.UnknownFields
 	sizeCache        protoimpl.SizeCache
@@ -744,7 +745,7 @@ type ListWritersResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Empty on agents without VSS.
 	Writers []*Writer `protobuf:"bytes,1,rep,name=writers,proto3" json:"writers,omitempty"`
-	// The snapshot provider in use: "vss", "lvm", "image".
+	// The snapshot provider in use, as in HelloResponse.
 	SnapshotProvider string `protobuf:"bytes,2,opt,name=snapshot_provider,json=snapshotProvider,proto3" json:"snapshot_provider,omitempty"`
 	// Set when the writers could not be listed (e.g. not run as administrator).
 	Error         string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
