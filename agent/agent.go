@@ -263,9 +263,9 @@ type backoff struct {
 }
 
 func (b *backoff) next() time.Duration {
-	d := b.min << min(b.n, 30)
-	if d > b.max || d <= 0 {
-		d = b.max
+	d := b.max
+	if b.n < 62 && b.min > 0 && b.min <= b.max>>b.n { // min·2ⁿ ≤ max, without overflow
+		d = b.min << b.n
 	}
 	b.n++
 	return d/2 + rand.N(d/2+1)

@@ -168,15 +168,34 @@ func (a *Appliance) Serve(ctx context.Context, ln, gln net.Listener) error {
 		"fingerprint", a.id.Fingerprint().String(), "short", a.id.Fingerprint().Short())
 	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
+	gwDone := make(chan struct{})
+	gctx, gcancel := context.WithCancel(ctx)
 	if gln != nil {
 		a.log.Info("agent gateway listening", "addr", gln.Addr().String())
 		go func() {
-			if err := a.gw.Serve(ctx, gln); err != nil {
+			defer close(gwDone)
+			if err := a.gw.Serve(gctx, gln); err != nil {
 				errc <- fmt.Errorf("agent gateway: %w", err)
 			}
 		}()
+	} else {
+		close(gwDone)
 	}
-	go a.gw.KeepDirect(ctx, time.Minute)
+	// Connections the gateway is still handling end before Serve returns,
+	// so that Close does not pull the catalog from under them.
+	defer func() {
+		gcancel()
+		<-gwDone
+	}()
+	keepDone := make(chan struct{})
+	go func() {
+		defer close(keepDone)
+		a.gw.KeepDirect(gctx, time.Minute)
+	}()
+	defer func() {
+		gcancel()
+		<-keepDone
+	}()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("appliance: serve: %w", err)

@@ -148,12 +148,33 @@ func (g *Gateway) handle(ctx context.Context, raw net.Conn) {
 	}
 	g.mu.Lock()
 	c.s = s
+	closed := g.closed
 	g.mu.Unlock()
+	// RevokeAgentToken and Close close the sessions they find, but not one
+	// still being admitted (c.s was not set): check again now that they
+	// would find it.
+	if err := g.checkNotRevoked(ctx, c.tokenID); err != nil || closed {
+		g.log.Warn("agent session closed before it started", "agent", c.agentID, "remote", remote, "err", err, "gateway_closed", closed)
+		s.Close()
+		g.release(c)
+		return
+	}
 	if err := g.start(ctx, c, true); err != nil {
 		g.log.Warn("agent session failed", "agent", c.agentID, "remote", remote, "err", err)
 		s.Close()
 		g.release(c)
 	}
+}
+
+// checkNotRevoked fails if agent token id has been revoked.
+func (g *Gateway) checkNotRevoked(ctx context.Context, id uint64) error {
+	return g.cat.View(ctx, func(tx *catalog.Tx) error {
+		rec, err := tx.AgentToken(id)
+		if err == nil && rec.Revoked() {
+			err = errors.New("token revoked")
+		}
+		return err
+	})
 }
 
 func isTimeout(err error) bool {
@@ -209,14 +230,38 @@ func (g *Gateway) admit(ctx context.Context, p *channel.Pending, text string) (*
 				return err
 			}
 		}
-		rec.LastSeenAt, rec.LastAddr = now, remote
+		if !rec.BoundAt.Equal(now) {
+			return nil // already bound: nothing to write before the reservation
+		}
 		return tx.PutAgentToken(rec)
 	})
 	if err != nil {
 		return nil, err
 	}
 	c := &conn{agentID: rec.AgentID, mode: catalog.ModeReverse, tokenID: rec.ID}
-	if !g.reserve(c) {
+	reserved := g.reserve(c)
+	if reserved {
+		// Only the connection that became live is the token's last seen.
+		err := g.cat.Update(ctx, func(tx *catalog.Tx) error {
+			cur, err := tx.AgentToken(rec.ID)
+			if err != nil {
+				return err
+			}
+			cur.LastSeenAt, cur.LastAddr = g.cfg.Now().UTC(), remote
+			return tx.PutAgentToken(cur)
+		})
+		if err != nil {
+			g.release(c)
+			return nil, err
+		}
+	}
+	if !reserved {
+		g.mu.Lock()
+		closed := g.closed
+		g.mu.Unlock()
+		if closed { // not a duplicate: nothing is live
+			return nil, &refusal{status: agentv1.GatewayWelcome_STATUS_BUSY, msg: "the appliance is shutting down"}
+		}
 		g.recordDuplicate(ctx, rec.AgentID, rec.ID, remote)
 		return nil, &refusal{status: agentv1.GatewayWelcome_STATUS_BUSY,
 			msg: "another connection with this token is live; this one was recorded and closed"}
