@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/cairnbackup/cairn/appliance/catalog"
 	"github.com/cairnbackup/cairn/pairing/channel"
 	"github.com/cairnbackup/cairn/pairing/identity"
@@ -55,6 +58,12 @@ func (g *Gateway) PairDirect(ctx context.Context, agentID, addr string, expect i
 	if err := g.start(ctx, c, true); err != nil {
 		s.Close()
 		g.release(c)
+		if status.Code(errors.Unwrap(err)) == codes.Unavailable {
+			// In TLS 1.3 the agent checks our key after our side of the
+			// handshake is done: its refusal shows as a closed session.
+			return Status{}, fmt.Errorf("agent at %s closed the connection after TLS: it is probably paired with another appliance "+
+				"(run \"cairn-agent unpair\" on it to pair it here): %w", addr, err)
+		}
 		return Status{}, err
 	}
 	err = g.cat.Update(ctx, func(tx *catalog.Tx) error {
