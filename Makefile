@@ -48,7 +48,10 @@ check: lint test generate ## lint, test, and check that go mod tidy, go generate
 	$(GO) mod tidy && git diff --exit-code -- go.mod go.sum api/
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-bench: bench-storage ## run every benchmark and print its figures
+bench: bench-storage bench-channel ## run every benchmark and print its figures
 
 bench-storage: ## embedded pool: 1 GiB full write and a 5% incremental vs plain file writes
 	$(GO) test -run '^$$' -bench 'BenchmarkPool' -benchtime 1x -timeout 30m ./zfs/embedded/
+
+bench-channel: ## agent channel: 1 GiB gRPC SpeedTest over yamux over TLS vs plain TLS, and the Ping round trip
+	$(GO) test -run '^$$' -bench 'BenchmarkChannel' -benchtime 1x -timeout 10m ./pairing/channel/
