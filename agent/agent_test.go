@@ -127,7 +127,7 @@ func TestDirectPairedRefusesOtherAppliance(t *testing.T) {
 		}
 		t.Logf("B's PairDirect: %v", err)
 		// The agent refused B in the TLS handshake.
-		ag.logs.wait(t, "the agent to refuse B's key", refusedFor("appliance connection refused", identity.ErrPinMismatch))
+		ag.logs.Wait(t, "the agent to refuse B's key", refusedFor("appliance connection refused", identity.ErrPinMismatch))
 	}
 	b.assertNoneConnected()
 	if rec, ok := b.agentRecord("srv-1"); ok {
@@ -245,7 +245,7 @@ func TestSessionOfUnpinnedApplianceRefused(t *testing.T) {
 	if s, err := channel.DialAgent(ctx, ag.addr, x, identity.AnyPeer(), nil); err == nil {
 		s.Close()
 	}
-	ag.logs.wait(t, "the agent to refuse X's key", refusedFor("appliance connection refused", identity.ErrPinMismatch))
+	ag.logs.Wait(t, "the agent to refuse X's key", refusedFor("appliance connection refused", identity.ErrPinMismatch))
 }
 
 // clientHello returns the first TLS record a real appliance sends: its
@@ -339,7 +339,7 @@ func TestPairDirectWrongExpectedFingerprint(t *testing.T) {
 		t.Errorf("agent pinned %+v after the appliance refused it", p)
 	}
 	// The appliance aborted the handshake: the agent saw a failed one.
-	ag.logs.wait(t, "the agent to see a failed handshake", msgIs("appliance connection refused"))
+	ag.logs.Wait(t, "the agent to see a failed handshake", msgIs("appliance connection refused"))
 
 	// With the right key it pairs; then a stored key is checked before
 	// dialing: pairing again expecting another key is refused too.
@@ -378,8 +378,8 @@ func TestReversePinnedRefusesOtherAppliance(t *testing.T) {
 
 	// Pointed at B (with a valid token of B's), it refuses B's key.
 	ag = run(t, Config{StateDir: dir, Appliance: b.addr, Token: &tokB})
-	ag.logs.wait(t, "the agent to refuse B", refusedFor("cannot connect to the appliance", identity.ErrPinMismatch))
-	b.logs.wait(t, "B to see a failed handshake", msgIs("agent handshake failed"))
+	ag.logs.Wait(t, "the agent to refuse B", refusedFor("cannot connect to the appliance", identity.ErrPinMismatch))
+	b.logs.Wait(t, "B to see a failed handshake", msgIs("agent handshake failed"))
 	ag.stop()
 	b.assertNoneConnected()
 	if rec := b.tokenRecord(tokB.ID); rec.Fingerprint != "" || !rec.LastSeenAt.IsZero() {

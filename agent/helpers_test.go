@@ -8,166 +8,32 @@ import (
 	"context"
 	"errors"
 	"io"
-	"log/slog"
 	"net"
 	"path/filepath"
-	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/cairnbackup/cairn/appliance/catalog"
 	"github.com/cairnbackup/cairn/appliance/gateway"
+	"github.com/cairnbackup/cairn/internal/logtest"
 	"github.com/cairnbackup/cairn/pairing/identity"
 	"github.com/cairnbackup/cairn/pairing/token"
 )
 
 // waitTimeout bounds every wait for something that should happen.
-const waitTimeout = 10 * time.Second
+const waitTimeout = logtest.Timeout
 
-// logRecord is one captured log line.
-type logRecord struct {
-	Level slog.Level
-	Msg   string
-	Attrs map[string]slog.Value
-}
+type (
+	logRecord = logtest.Record
+	logSink   = logtest.Sink
+)
 
-// err returns the record's "err" attribute, if it is an error.
-func (r logRecord) err() error {
-	v, ok := r.Attrs["err"]
-	if !ok || v.Kind() != slog.KindAny {
-		return nil
-	}
-	err, _ := v.Any().(error)
-	return err
-}
-
-func (r logRecord) String() string {
-	var b strings.Builder
-	b.WriteString(r.Level.String() + " " + r.Msg)
-	keys := make([]string, 0, len(r.Attrs))
-	for k := range r.Attrs {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
-		b.WriteString(" " + k + "=" + r.Attrs[k].String())
-	}
-	return b.String()
-}
-
-// logSink captures log records so that tests can wait for them.
-type logSink struct {
-	mu      sync.Mutex
-	recs    []logRecord
-	changed chan struct{} // closed and replaced on every record
-}
-
-// newLogSink makes a sink whose records are printed if t fails.
-func newLogSink(t testing.TB, name string) *logSink {
-	s := &logSink{changed: make(chan struct{})}
-	t.Cleanup(func() {
-		if t.Failed() {
-			s.mu.Lock()
-			defer s.mu.Unlock()
-			for _, r := range s.recs {
-				if r.Level >= slog.LevelInfo {
-					t.Logf("%s log: %s", name, r)
-				}
-			}
-		}
-	})
-	return s
-}
-
-func (s *logSink) logger() *slog.Logger { return slog.New(sinkHandler{s: s}) }
-
-type sinkHandler struct {
-	s     *logSink
-	attrs []slog.Attr
-}
-
-func (h sinkHandler) Enabled(context.Context, slog.Level) bool { return true }
-
-func (h sinkHandler) Handle(_ context.Context, r slog.Record) error {
-	rec := logRecord{Level: r.Level, Msg: r.Message, Attrs: make(map[string]slog.Value)}
-	for _, a := range h.attrs {
-		rec.Attrs[a.Key] = a.Value.Resolve()
-	}
-	r.Attrs(func(a slog.Attr) bool {
-		rec.Attrs[a.Key] = a.Value.Resolve()
-		return true
-	})
-	h.s.mu.Lock()
-	h.s.recs = append(h.s.recs, rec)
-	close(h.s.changed)
-	h.s.changed = make(chan struct{})
-	h.s.mu.Unlock()
-	return nil
-}
-
-func (h sinkHandler) WithAttrs(as []slog.Attr) slog.Handler {
-	return sinkHandler{s: h.s, attrs: append(slices.Clone(h.attrs), as...)}
-}
-
-func (h sinkHandler) WithGroup(string) slog.Handler { return h }
-
-// wait returns the first record (ever logged) that match accepts, waiting
-// up to waitTimeout for it.
-func (s *logSink) wait(t testing.TB, what string, match func(logRecord) bool) logRecord {
-	t.Helper()
-	deadline := time.NewTimer(waitTimeout)
-	defer deadline.Stop()
-	seen := 0
-	for {
-		s.mu.Lock()
-		for ; seen < len(s.recs); seen++ {
-			if r := s.recs[seen]; match(r) {
-				s.mu.Unlock()
-				return r
-			}
-		}
-		ch := s.changed
-		s.mu.Unlock()
-		select {
-		case <-ch:
-		case <-deadline.C:
-			t.Fatalf("timed out after %s waiting for a log record: %s", waitTimeout, what)
-		}
-	}
-}
-
-// count returns how many records match.
-func (s *logSink) count(match func(logRecord) bool) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n := 0
-	for _, r := range s.recs {
-		if match(r) {
-			n++
-		}
-	}
-	return n
-}
-
-func msgIs(msg string) func(logRecord) bool {
-	return func(r logRecord) bool { return r.Msg == msg }
-}
-
-// waitFor polls cond until it holds, for at most waitTimeout.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", waitTimeout, what)
-		}
-		<-tick.C
-	}
-}
+var (
+	newLogSink = logtest.NewSink
+	msgIs      = logtest.MsgIs
+	waitFor    = logtest.WaitFor
+)
 
 // testAppliance is an appliance's gateway on its own catalog.
 type testAppliance struct {
@@ -189,7 +55,7 @@ func newAppliance(t *testing.T, name string) *testAppliance {
 		t.Fatal(err)
 	}
 	logs := newLogSink(t, "appliance "+name)
-	g, err := gateway.New(gateway.Config{Catalog: cat, Identity: id, Name: name, Logger: logs.logger(),
+	g, err := gateway.New(gateway.Config{Catalog: cat, Identity: id, Name: name, Logger: logs.Logger(),
 		HandshakeTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -308,7 +174,7 @@ func run(t *testing.T, cfg Config) *testAgent {
 	if direct {
 		cfg.Listen = "127.0.0.1:0"
 	}
-	a, err := New(cfg, logs.logger())
+	a, err := New(cfg, logs.Logger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -393,5 +259,5 @@ func waitClosed(t *testing.T, c net.Conn, limit time.Duration) time.Duration {
 // refusedFor matches the agent's log of a refused appliance connection
 // whose error matches target.
 func refusedFor(msg string, target error) func(logRecord) bool {
-	return func(r logRecord) bool { return r.Msg == msg && errors.Is(r.err(), target) }
+	return func(r logRecord) bool { return r.Msg == msg && errors.Is(r.Err(), target) }
 }

@@ -129,9 +129,9 @@ func TestRefuseRevokedToken(t *testing.T) {
 	}
 	// The live session is closed, and the agent, reconnecting, is told why.
 	g.waitNoneConnected()
-	a.logs.wait(t, `agent refused with "token revoked"`, func(r logRecord) bool {
+	a.logs.Wait(t, `agent refused with "token revoked"`, func(r logRecord) bool {
 		var re *channel.RefusedError
-		return r.Msg == "cannot connect to the appliance" && errors.As(r.err(), &re) &&
+		return r.Msg == "cannot connect to the appliance" && errors.As(r.Err(), &re) &&
 			re.Welcome.GetStatus() == agentv1.GatewayWelcome_STATUS_REFUSED && re.Welcome.GetMessage() == "token revoked"
 	})
 	a.stop()

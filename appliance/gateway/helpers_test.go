@@ -10,10 +10,8 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
-	"log/slog"
 	"net"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -22,13 +20,14 @@ import (
 	"github.com/cairnbackup/cairn/agent"
 	agentv1 "github.com/cairnbackup/cairn/api/agent/v1"
 	"github.com/cairnbackup/cairn/appliance/catalog"
+	"github.com/cairnbackup/cairn/internal/logtest"
 	"github.com/cairnbackup/cairn/pairing/channel"
 	"github.com/cairnbackup/cairn/pairing/identity"
 	"github.com/cairnbackup/cairn/pairing/token"
 )
 
 // waitTimeout bounds every wait for something that should happen.
-const waitTimeout = 10 * time.Second
+const waitTimeout = logtest.Timeout
 
 // fakeClock is Config.Now for tests that move time.
 type fakeClock struct {
@@ -50,148 +49,16 @@ func (c *fakeClock) Advance(d time.Duration) {
 	c.now = c.now.Add(d)
 }
 
-// logRecord is one captured log line.
-type logRecord struct {
-	Level slog.Level
-	Msg   string
-	Attrs map[string]slog.Value
-}
+type (
+	logRecord = logtest.Record
+	logSink   = logtest.Sink
+)
 
-// err returns the record's "err" attribute, if it is an error.
-func (r logRecord) err() error {
-	v, ok := r.Attrs["err"]
-	if !ok || v.Kind() != slog.KindAny {
-		return nil
-	}
-	err, _ := v.Any().(error)
-	return err
-}
-
-func (r logRecord) String() string {
-	var b strings.Builder
-	b.WriteString(r.Level.String() + " " + r.Msg)
-	keys := make([]string, 0, len(r.Attrs))
-	for k := range r.Attrs {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
-		b.WriteString(" " + k + "=" + r.Attrs[k].String())
-	}
-	return b.String()
-}
-
-// logSink captures log records so that tests can wait for them.
-type logSink struct {
-	mu      sync.Mutex
-	recs    []logRecord
-	changed chan struct{} // closed and replaced on every record
-}
-
-// newLogSink makes a sink whose records are printed if t fails.
-func newLogSink(t testing.TB, name string) *logSink {
-	s := &logSink{changed: make(chan struct{})}
-	t.Cleanup(func() {
-		if t.Failed() {
-			s.mu.Lock()
-			defer s.mu.Unlock()
-			for _, r := range s.recs {
-				if r.Level >= slog.LevelInfo {
-					t.Logf("%s log: %s", name, r)
-				}
-			}
-		}
-	})
-	return s
-}
-
-func (s *logSink) logger() *slog.Logger { return slog.New(sinkHandler{s: s}) }
-
-type sinkHandler struct {
-	s     *logSink
-	attrs []slog.Attr
-}
-
-func (h sinkHandler) Enabled(context.Context, slog.Level) bool { return true }
-
-func (h sinkHandler) Handle(_ context.Context, r slog.Record) error {
-	rec := logRecord{Level: r.Level, Msg: r.Message, Attrs: make(map[string]slog.Value)}
-	for _, a := range h.attrs {
-		rec.Attrs[a.Key] = a.Value.Resolve()
-	}
-	r.Attrs(func(a slog.Attr) bool {
-		rec.Attrs[a.Key] = a.Value.Resolve()
-		return true
-	})
-	h.s.mu.Lock()
-	h.s.recs = append(h.s.recs, rec)
-	close(h.s.changed)
-	h.s.changed = make(chan struct{})
-	h.s.mu.Unlock()
-	return nil
-}
-
-func (h sinkHandler) WithAttrs(as []slog.Attr) slog.Handler {
-	return sinkHandler{s: h.s, attrs: append(slices.Clone(h.attrs), as...)}
-}
-
-func (h sinkHandler) WithGroup(string) slog.Handler { return h }
-
-// wait returns the first record (ever logged) that match accepts, waiting
-// up to waitTimeout for it.
-func (s *logSink) wait(t testing.TB, what string, match func(logRecord) bool) logRecord {
-	t.Helper()
-	deadline := time.NewTimer(waitTimeout)
-	defer deadline.Stop()
-	seen := 0
-	for {
-		s.mu.Lock()
-		for ; seen < len(s.recs); seen++ {
-			if r := s.recs[seen]; match(r) {
-				s.mu.Unlock()
-				return r
-			}
-		}
-		ch := s.changed
-		s.mu.Unlock()
-		select {
-		case <-ch:
-		case <-deadline.C:
-			t.Fatalf("timed out after %s waiting for a log record: %s", waitTimeout, what)
-		}
-	}
-}
-
-// count returns how many records match.
-func (s *logSink) count(match func(logRecord) bool) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n := 0
-	for _, r := range s.recs {
-		if match(r) {
-			n++
-		}
-	}
-	return n
-}
-
-func msgIs(msg string) func(logRecord) bool {
-	return func(r logRecord) bool { return r.Msg == msg }
-}
-
-// waitFor polls cond until it holds, for at most waitTimeout.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", waitTimeout, what)
-		}
-		<-tick.C
-	}
-}
+var (
+	newLogSink = logtest.NewSink
+	msgIs      = logtest.MsgIs
+	waitFor    = logtest.WaitFor
+)
 
 // testGateway is a Gateway serving reverse-mode agents on 127.0.0.1.
 type testGateway struct {
@@ -226,7 +93,7 @@ func startGatewayOn(t *testing.T, ln net.Listener, tweak func(*Config)) *testGat
 	}
 	clock := newFakeClock()
 	logs := newLogSink(t, "gateway")
-	cfg := Config{Catalog: cat, Identity: id, Name: "test-appliance", Logger: logs.logger(),
+	cfg := Config{Catalog: cat, Identity: id, Name: "test-appliance", Logger: logs.Logger(),
 		HandshakeTimeout: 5 * time.Second, Now: clock.Now}
 	if tweak != nil {
 		tweak(&cfg)
@@ -412,7 +279,7 @@ func startAgent(t *testing.T, addr, dir string, tok *token.AgentToken, st *token
 	t.Helper()
 	logs := newLogSink(t, "agent")
 	a, err := agent.New(agent.Config{StateDir: dir, Appliance: addr, Token: tok, SetupToken: st,
-		BackoffMin: 10 * time.Millisecond, BackoffMax: 100 * time.Millisecond, Version: "test"}, logs.logger())
+		BackoffMin: 10 * time.Millisecond, BackoffMax: 100 * time.Millisecond, Version: "test"}, logs.Logger())
 	if err != nil {
 		t.Fatal(err)
 	}

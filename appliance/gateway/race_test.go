@@ -99,9 +99,9 @@ func TestRevokeWhileAdmitting(t *testing.T) {
 
 	// The agent is told its token is revoked when it connects again, which
 	// it does only once the session it was welcomed into has ended.
-	a.logs.wait(t, `agent refused with "token revoked"`, func(r logRecord) bool {
+	a.logs.Wait(t, `agent refused with "token revoked"`, func(r logRecord) bool {
 		var re *channel.RefusedError
-		return r.Msg == "cannot connect to the appliance" && errors.As(r.err(), &re) &&
+		return r.Msg == "cannot connect to the appliance" && errors.As(r.Err(), &re) &&
 			re.Welcome.GetStatus() == agentv1.GatewayWelcome_STATUS_REFUSED && re.Welcome.GetMessage() == "token revoked"
 	})
 	a.stop()
@@ -119,10 +119,10 @@ func TestCloseWhileAdmitting(t *testing.T) {
 		t.Fatal(err)
 	}
 	resume()
-	a.logs.wait(t, "the agent's session to end", msgIs("disconnected from the appliance; reconnecting"))
-	a.logs.wait(t, "the agent to be refused", func(r logRecord) bool {
+	a.logs.Wait(t, "the agent's session to end", msgIs("disconnected from the appliance; reconnecting"))
+	a.logs.Wait(t, "the agent to be refused", func(r logRecord) bool {
 		var re *channel.RefusedError
-		return r.Msg == "cannot connect to the appliance" && errors.As(r.err(), &re)
+		return r.Msg == "cannot connect to the appliance" && errors.As(r.Err(), &re)
 	})
 	a.stop()
 	g.waitNoneConnected()
