@@ -127,7 +127,6 @@ func (s *Sink) Wait(t testing.TB, what string, match func(Record) bool) Record {
 	}
 }
 
-
 // MsgIs matches records with message msg.
 func MsgIs(msg string) func(Record) bool {
 	return func(r Record) bool { return r.Msg == msg }
