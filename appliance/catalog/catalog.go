@@ -1,6 +1,7 @@
 package catalog
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -32,6 +33,9 @@ var (
 	// ErrLocked is returned by Open when another process (or another
 	// Catalog in this process) holds the file open.
 	ErrLocked = errors.New("catalog file is in use (locked)")
+	// ErrNoSecretKey is returned by Tx.PutSecret and Tx.Secret when the
+	// catalog was opened without Options.SecretKey.
+	ErrNoSecretKey = errors.New("catalog opened without a secret key")
 )
 
 // existsError is the type of ErrExists.
@@ -55,19 +59,29 @@ type Options struct {
 	// Migrations replaces the built-in schema migrations; nil or empty
 	// means the built-in list. Only tests should set it.
 	Migrations []Migration
+	// SecretKey is the AES-256 key that seals the values of Tx.PutSecret:
+	// SecretKeySize bytes, or empty for a catalog without secrets (then
+	// PutSecret and Secret fail with ErrNoSecretKey). The catalog never
+	// stores it; Open keeps a copy.
+	SecretKey []byte
 }
+
+// SecretKeySize is the length of Options.SecretKey.
+const SecretKeySize = 32
 
 // Catalog is an open catalog file. It is safe for concurrent use; write
 // transactions are serialised, read transactions run concurrently.
 type Catalog struct {
-	db  *bbolt.DB
-	log *slog.Logger
+	db        *bbolt.DB
+	log       *slog.Logger
+	secretKey []byte // nil if none; never modified
 }
 
 // Open opens or creates the catalog file at path (mode 0600) and migrates
 // it to the newest schema version. It fails with ErrLocked if the file is
 // still locked by someone else after opts.Timeout, and with ErrSchemaTooNew
-// if the file comes from a newer program.
+// if the file comes from a newer program. A SecretKey of another length than
+// SecretKeySize fails with ErrInvalid before the file is touched.
 func Open(path string, opts Options) (*Catalog, error) {
 	log := opts.Logger
 	if log == nil {
@@ -84,6 +98,9 @@ func Open(path string, opts Options) (*Catalog, error) {
 	if err := validateMigrations(migrations); err != nil {
 		return nil, fmt.Errorf("open catalog %s: %w", path, err)
 	}
+	if n := len(opts.SecretKey); n != 0 && n != SecretKeySize {
+		return nil, fmt.Errorf("open catalog %s: secret key is %d bytes, want %d: %w", path, n, SecretKeySize, ErrInvalid)
+	}
 
 	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: timeout})
 	if errors.Is(err, bolterrors.ErrTimeout) {
@@ -96,7 +113,11 @@ func Open(path string, opts Options) (*Catalog, error) {
 		db.Close()
 		return nil, fmt.Errorf("open catalog %s: %w", path, err)
 	}
-	return &Catalog{db: db, log: log}, nil
+	c := &Catalog{db: db, log: log}
+	if len(opts.SecretKey) != 0 {
+		c.secretKey = bytes.Clone(opts.SecretKey)
+	}
+	return c, nil
 }
 
 // Close releases the file. Transactions must not be in progress.
@@ -116,7 +137,7 @@ func (c *Catalog) Update(ctx context.Context, fn func(*Tx) error) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		return fn(&Tx{tx: btx})
+		return fn(&Tx{tx: btx, secretKey: c.secretKey})
 	})
 }
 
@@ -127,7 +148,7 @@ func (c *Catalog) View(ctx context.Context, fn func(*Tx) error) error {
 		return err
 	}
 	return c.db.View(func(btx *bbolt.Tx) error {
-		return fn(&Tx{tx: btx})
+		return fn(&Tx{tx: btx, secretKey: c.secretKey})
 	})
 }
 

@@ -21,7 +21,8 @@ func TestOpenFresh(t *testing.T) {
 		t.Errorf("file mode %v, %v; want 0600", fi.Mode(), err)
 	}
 	c.db.View(func(tx *bbolt.Tx) error {
-		for _, name := range [][]byte{bucketMeta, bucketAgents, bucketSettings, bucketRecoveryPoints, bucketJobs, bucketAudit, bucketAgentTokens, bucketSetupTokens} {
+		for _, name := range [][]byte{bucketMeta, bucketAgents, bucketSettings, bucketRecoveryPoints, bucketJobs, bucketAudit, bucketAgentTokens, bucketSetupTokens,
+			bucketPairings, bucketActivations, bucketSecrets} {
 			if tx.Bucket(name) == nil {
 				t.Errorf("bucket %s missing", name)
 			}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Agent connection modes.
@@ -164,6 +166,55 @@ type SetupToken struct {
 // Revoked reports whether the setup token has been revoked.
 func (s SetupToken) Revoked() bool { return !s.RevokedAt.IsZero() }
 
+// Pairing states (Pairing.State).
+const (
+	PairingRunning  = "running"
+	PairingFailed   = "failed"
+	PairingDone     = "done"
+	PairingCanceled = "canceled"
+)
+
+// Pairing is one run of the pairing steps for a machine (ARCHITECTURE.md
+// "Pairing, step by step"). The agent need not exist in the catalog yet.
+type Pairing struct {
+	ID uint64 `json:"id"` // assigned by AddPairing (bucket sequence), starts at 1
+	// Target is the hostname, FQDN or IP the operator typed: required for
+	// ModeDirect, empty for a reverse-mode agent. At most 255 bytes, no
+	// spaces or control characters.
+	Target string `json:"target"`
+	// Port is the agent's port for ModeDirect, 0 for the default; 0 for
+	// ModeReverse.
+	Port    int    `json:"port,omitempty"`
+	AgentID string `json:"agent_id"` // Agent.ID rule; required; cannot change
+	Mode    string `json:"mode"`     // ModeDirect or ModeReverse; cannot change
+	// KeyID is the product key's non-secret ID, empty until known. At most
+	// 128 bytes, no spaces or control characters.
+	KeyID string `json:"key_id,omitempty"`
+	// Settings are the wizard's settings (pairing.Settings) and Steps the
+	// step results so far ([]pairing.StepResult), opaque here. Each must
+	// be valid JSON or empty; empty is stored, and read back, as null.
+	Settings  json.RawMessage `json:"settings"`
+	Steps     json.RawMessage `json:"steps"`
+	State     string          `json:"state"`      // PairingRunning, PairingFailed, PairingDone or PairingCanceled
+	CreatedAt time.Time       `json:"created_at"` // set by AddPairing
+	UpdatedAt time.Time       `json:"updated_at"` // set by AddPairing and PutPairing
+}
+
+// Activation is an agent's license activation as signed by the activation
+// service; the appliance verifies it offline. The catalog does not check
+// the signature. The agent need not exist in the catalog yet.
+type Activation struct {
+	AgentID     string          `json:"agent_id"`     // the key of the record; Agent.ID rule
+	KeyID       string          `json:"key_id"`       // required; the rule of Pairing.KeyID
+	Signed      json.RawMessage `json:"signed"`       // the signed activation, opaque here; required, valid JSON
+	Expires     time.Time       `json:"expires"`      // required
+	ValidatedAt time.Time       `json:"validated_at"` // last successful check with the service
+	// LastError is the last failed check, for the grace period, and
+	// LastErrorAt its time: both set or both empty.
+	LastError   string    `json:"last_error,omitempty"`
+	LastErrorAt time.Time `json:"last_error_at,omitzero"`
+}
+
 // hexHash is a SHA-256 hash that encodes as 64 hex digits in JSON.
 type hexHash [32]byte
 
@@ -309,4 +360,95 @@ func validTokenSource(src string) error {
 		return nil
 	}
 	return fmt.Errorf("token source %q: want %q or %q followed by a setup token ID: %w", src, TokenSourceOperator, TokenSourceSetupPrefix, ErrInvalid)
+}
+
+func validPairingState(s string) bool {
+	switch s {
+	case PairingRunning, PairingFailed, PairingDone, PairingCanceled:
+		return true
+	}
+	return false
+}
+
+// validToken checks that s has at most max bytes and no spaces or control
+// characters (what an operator types as a host name, or a key ID).
+func validToken(what, s string, max int) error {
+	if len(s) > max {
+		return fmt.Errorf("%s %q: longer than %d bytes: %w", what, s, max, ErrInvalid)
+	}
+	for _, r := range s {
+		if r <= ' ' || unicode.IsSpace(r) || unicode.IsControl(r) || r == utf8.RuneError {
+			return fmt.Errorf("%s %q: character %q not allowed: %w", what, s, r, ErrInvalid)
+		}
+	}
+	return nil
+}
+
+// validRawJSON accepts empty (stored as null) or valid JSON.
+func validRawJSON(what string, raw json.RawMessage) error {
+	if len(raw) != 0 && !json.Valid(raw) {
+		return fmt.Errorf("%s: not valid JSON: %w", what, ErrInvalid)
+	}
+	return nil
+}
+
+// validPairing checks the rules documented on Pairing, but not ID.
+func validPairing(p Pairing) error {
+	if err := validAgentID(p.AgentID); err != nil {
+		return err
+	}
+	switch p.Mode {
+	case ModeDirect:
+		if p.Target == "" {
+			return fmt.Errorf("no target for a %s pairing: %w", p.Mode, ErrInvalid)
+		}
+		if p.Port < 0 || p.Port > 65535 {
+			return fmt.Errorf("port %d out of range: %w", p.Port, ErrInvalid)
+		}
+	case ModeReverse:
+		if p.Target != "" || p.Port != 0 {
+			return fmt.Errorf("target %q port %d given for a %s pairing: %w", p.Target, p.Port, p.Mode, ErrInvalid)
+		}
+	default:
+		return fmt.Errorf("mode %q: want %q or %q: %w", p.Mode, ModeDirect, ModeReverse, ErrInvalid)
+	}
+	if err := validToken("target", p.Target, 255); err != nil {
+		return err
+	}
+	if err := validToken("key ID", p.KeyID, 128); err != nil {
+		return err
+	}
+	if !validPairingState(p.State) {
+		return fmt.Errorf("state %q: want %q, %q, %q or %q: %w", p.State, PairingRunning, PairingFailed, PairingDone, PairingCanceled, ErrInvalid)
+	}
+	if err := validRawJSON("settings", p.Settings); err != nil {
+		return err
+	}
+	return validRawJSON("steps", p.Steps)
+}
+
+// validActivation checks the rules documented on Activation.
+func validActivation(a Activation) error {
+	if err := validAgentID(a.AgentID); err != nil {
+		return err
+	}
+	if a.KeyID == "" {
+		return fmt.Errorf("no key ID: %w", ErrInvalid)
+	}
+	if err := validToken("key ID", a.KeyID, 128); err != nil {
+		return err
+	}
+	if len(a.Signed) == 0 {
+		return fmt.Errorf("no signed activation: %w", ErrInvalid)
+	}
+	if err := validRawJSON("signed activation", a.Signed); err != nil {
+		return err
+	}
+	if a.Expires.IsZero() {
+		return fmt.Errorf("no expiry: %w", ErrInvalid)
+	}
+	if (a.LastError == "") != a.LastErrorAt.IsZero() {
+		return fmt.Errorf("last error %q at %v: set both or neither: %w", a.LastError, a.LastErrorAt, ErrInvalid)
+	}
+	return nil
 }

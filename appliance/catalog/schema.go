@@ -10,7 +10,7 @@ import (
 
 // SchemaVersion is the schema version written by this version of the code:
 // the Version of the last built-in migration.
-const SchemaVersion uint64 = 2
+const SchemaVersion uint64 = 3
 
 // Bucket and key names. The layout is part of the on-disk format: change it
 // only through a new migration.
@@ -23,6 +23,9 @@ var (
 	bucketAudit          = []byte("audit")
 	bucketAgentTokens    = []byte("agent_tokens") // since version 2
 	bucketSetupTokens    = []byte("setup_tokens") // since version 2
+	bucketPairings       = []byte("pairings")     // since version 3
+	bucketActivations    = []byte("activations")  // since version 3
+	bucketSecrets        = []byte("secrets")      // since version 3
 
 	keySchemaVersion = []byte("schema_version")
 )
@@ -42,6 +45,7 @@ type Migration struct {
 var builtinMigrations = []Migration{
 	{Version: 1, Name: "create buckets", Up: createBuckets},
 	{Version: 2, Name: "tokens", Up: createTokenBuckets},
+	{Version: 3, Name: "pairings", Up: createPairingBuckets},
 }
 
 func createBuckets(tx *bbolt.Tx) error {
@@ -56,6 +60,17 @@ func createBuckets(tx *bbolt.Tx) error {
 // createTokenBuckets adds the buckets of reverse-mode agent credentials.
 func createTokenBuckets(tx *bbolt.Tx) error {
 	for _, name := range [][]byte{bucketAgentTokens, bucketSetupTokens} {
+		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+			return fmt.Errorf("create bucket %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// createPairingBuckets adds the buckets of pairing runs, license
+// activations and sealed secrets.
+func createPairingBuckets(tx *bbolt.Tx) error {
+	for _, name := range [][]byte{bucketPairings, bucketActivations, bucketSecrets} {
 		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 			return fmt.Errorf("create bucket %s: %w", name, err)
 		}

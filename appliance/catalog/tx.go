@@ -15,7 +15,8 @@ import (
 // Tx is a catalog transaction, valid only inside the function passed to
 // Catalog.Update or Catalog.View. In a View, write methods fail.
 type Tx struct {
-	tx *bbolt.Tx
+	tx        *bbolt.Tx
+	secretKey []byte // Options.SecretKey; nil if none
 }
 
 func now() time.Time { return time.Now().UTC() }
@@ -137,8 +138,9 @@ func (t *Tx) Agents() ([]Agent, error) {
 }
 
 // DeleteAgent deletes an agent together with its settings, recovery
-// point records and agent tokens (so that they no longer authenticate).
-// Jobs and audit events that mention it are kept as history.
+// point records, agent tokens (so that they no longer authenticate),
+// activation and pairings. Jobs and audit events that mention it are kept
+// as history.
 func (t *Tx) DeleteAgent(id string) error {
 	if err := t.deleteAgent(id); err != nil {
 		return fmt.Errorf("delete agent %q: %w", id, err)
@@ -174,7 +176,13 @@ func (t *Tx) deleteAgent(id string) error {
 			return err
 		}
 	}
-	return t.deleteAgentTokens(id)
+	if err := t.deleteAgentTokens(id); err != nil {
+		return err
+	}
+	if err := t.deleteActivation(id); err != nil && !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	return t.deletePairingsOf(id)
 }
 
 // PutSettings creates or replaces the settings of an existing agent and
