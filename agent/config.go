@@ -49,6 +49,9 @@ type Config struct {
 	// HandshakeTimeout bounds an appliance's TLS handshake on the listener;
 	// zero means channel.HandshakeTimeout.
 	HandshakeTimeout time.Duration
+	// WritersFile, if set, is a saved "vssadmin list writers" output that
+	// ListWriters reports instead of asking VSS (support and tests).
+	WritersFile string
 	// Version is reported in Hello.
 	Version string
 }

@@ -16,12 +16,7 @@ func listWriters(ctx context.Context) *agentv1.ListWritersResponse {
 	if err != nil {
 		resp.Error = err.Error()
 	}
-	for _, w := range ws {
-		resp.Writers = append(resp.Writers, &agentv1.Writer{
-			Name: w.Name, Id: w.ID, InstanceId: w.InstanceID,
-			StateCode: uint32(w.StateCode), State: w.State, LastError: w.LastError,
-		})
-	}
+	resp.Writers = toProtoWriters(ws)
 	return resp
 }
 

@@ -124,6 +124,9 @@ func (s *service) ListVolumes(ctx context.Context, _ *agentv1.ListVolumesRequest
 }
 
 func (s *service) ListWriters(ctx context.Context, _ *agentv1.ListWritersRequest) (*agentv1.ListWritersResponse, error) {
+	if s.a.cfg.WritersFile != "" {
+		return writersFromFile(s.a.cfg.WritersFile), nil
+	}
 	return listWriters(ctx), nil
 }
 
@@ -136,21 +139,35 @@ const speedChunk = 1<<20 - 1<<10
 // maxSpeedTest bounds one SpeedTest.
 const maxSpeedTest = 64 << 30
 
+// SpeedTest sends the requested bytes (zeros) in messages of the requested
+// size. A full message is encoded once (grpc.PreparedMsg) and sent again
+// and again, so that the agent's CPU goes to the channel, as it would for
+// backup data, rather than to encoding the same message each time; only a
+// shorter last message is encoded on its own.
 func (s *service) SpeedTest(req *agentv1.SpeedTestRequest, stream grpc.ServerStreamingServer[agentv1.SpeedTestData]) error {
 	if req.GetBytes() > maxSpeedTest {
 		return status.Errorf(codes.InvalidArgument, "at most %d bytes", uint64(maxSpeedTest))
 	}
-	size := int(req.GetMessageSize())
-	if size <= 0 || size > speedChunk {
+	size := uint64(req.GetMessageSize())
+	if size == 0 || size > speedChunk {
 		size = speedChunk
 	}
 	buf := make([]byte, size)
-	for left := req.GetBytes(); left > 0; {
-		n := min(left, uint64(size))
-		if err := stream.Send(&agentv1.SpeedTestData{Data: buf[:n]}); err != nil {
+	var full grpc.PreparedMsg
+	if req.GetBytes() >= size {
+		if err := full.Encode(stream, &agentv1.SpeedTestData{Data: buf}); err != nil {
 			return err
 		}
-		left -= n
+	}
+	for left := req.GetBytes(); left > 0; {
+		var m any = &full
+		if left < size {
+			m = &agentv1.SpeedTestData{Data: buf[:left]}
+		}
+		if err := stream.SendMsg(m); err != nil {
+			return err
+		}
+		left -= min(left, size)
 	}
 	return nil
 }

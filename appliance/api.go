@@ -92,31 +92,48 @@ func (a *Appliance) apiAppliance(w http.ResponseWriter, r *http.Request) {
 // connected, its session.
 type AgentInfo struct {
 	catalog.Agent
-	Connected bool            `json:"connected"`
-	Session   *gateway.Status `json:"session,omitempty"`
+	Connected bool              `json:"connected"`
+	Session   *gateway.Status   `json:"session,omitempty"`
+	Settings  *catalog.Settings `json:"settings,omitempty"`
+	License   *LicenseInfo      `json:"license,omitempty"`
+}
+
+// LicenseInfo is an agent's activation as the agents listing shows it.
+type LicenseInfo struct {
+	KeyID       string    `json:"key_id"`
+	Expires     time.Time `json:"expires"`
+	ValidatedAt time.Time `json:"validated_at"`
 }
 
 func (a *Appliance) apiAgents(w http.ResponseWriter, r *http.Request) {
-	var agents []catalog.Agent
-	if err := a.catalog.View(r.Context(), func(tx *catalog.Tx) error {
-		var err error
-		agents, err = tx.Agents()
-		return err
-	}); err != nil {
-		writeErr(w, err)
-		return
-	}
 	live := make(map[string]gateway.Status)
 	for _, st := range a.gw.Connected() {
 		live[st.AgentID] = st
 	}
-	out := make([]AgentInfo, 0, len(agents))
-	for _, ag := range agents {
-		info := AgentInfo{Agent: ag}
-		if st, ok := live[ag.ID]; ok {
-			info.Connected, info.Session = true, &st
+	var out []AgentInfo
+	if err := a.catalog.View(r.Context(), func(tx *catalog.Tx) error {
+		agents, err := tx.Agents()
+		if err != nil {
+			return err
 		}
-		out = append(out, info)
+		out = make([]AgentInfo, 0, len(agents))
+		for _, ag := range agents {
+			info := AgentInfo{Agent: ag}
+			if st, ok := live[ag.ID]; ok {
+				info.Connected, info.Session = true, &st
+			}
+			if s, err := tx.Settings(ag.ID); err == nil {
+				info.Settings = &s
+			}
+			if act, err := tx.Activation(ag.ID); err == nil {
+				info.License = &LicenseInfo{KeyID: act.KeyID, Expires: act.Expires, ValidatedAt: act.ValidatedAt}
+			}
+			out = append(out, info)
+		}
+		return nil
+	}); err != nil {
+		writeErr(w, err)
+		return
 	}
 	writeJSON(w, http.StatusOK, out)
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/cairnbackup/cairn/appliance/catalog"
 	"github.com/cairnbackup/cairn/appliance/gateway"
+	"github.com/cairnbackup/cairn/appliance/pairer"
 	"github.com/cairnbackup/cairn/pairing/identity"
 	"github.com/cairnbackup/cairn/zfs"
 	"github.com/cairnbackup/cairn/zfs/embedded"
@@ -46,7 +47,17 @@ type Config struct {
 	PoolKind string
 	// ZFSRoot is the dataset the appliance owns on OpenZFS, e.g. "tank/cairn".
 	ZFSRoot string
-	Logger  *slog.Logger
+	// ActivationURL is the vendor's activation service; "" runs an
+	// embedded one (data in DataDir/activation) that knows DemoProductKey.
+	ActivationURL string
+	// ActivationPublicKey verifies a remote service's activations
+	// (licensing.FormatPublicKey form); required with ActivationURL.
+	ActivationPublicKey string
+	// DNSServers ("ip:port") and DNSSearch override /etc/resolv.conf for
+	// the Resolve step of pairing.
+	DNSServers []string
+	DNSSearch  []string
+	Logger     *slog.Logger
 }
 
 // Appliance is the running service.
@@ -57,7 +68,12 @@ type Appliance struct {
 	pool    zfs.Pool
 	id      *identity.Identity
 	gw      *gateway.Gateway
+	pairer  *pairer.Pairer
 	started time.Time
+	// stopActivation stops the embedded activation service, if any.
+	stopActivation func() error
+	// activationURL is the activation service in use.
+	activationURL string
 }
 
 // New opens the catalog and the pool. Close releases them; Run serves.
@@ -82,31 +98,50 @@ func New(ctx context.Context, cfg Config) (*Appliance, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("appliance: data directory: %w", err)
 	}
-	cat, err := catalog.Open(filepath.Join(dir, "catalog.db"), catalog.Options{Logger: cfg.Logger})
+	a := &Appliance{cfg: cfg, log: cfg.Logger}
+	ok := false
+	defer func() {
+		if !ok {
+			a.Close()
+		}
+	}()
+	secret, err := loadOrCreateSecretKey(filepath.Join(dir, "secret.key"))
 	if err != nil {
 		return nil, fmt.Errorf("appliance: %w", err)
 	}
-	pool, err := openPool(ctx, cfg)
+	a.catalog, err = catalog.Open(filepath.Join(dir, "catalog.db"), catalog.Options{Logger: cfg.Logger, SecretKey: secret})
 	if err != nil {
-		cat.Close()
+		return nil, fmt.Errorf("appliance: %w", err)
+	}
+	if a.pool, err = openPool(ctx, cfg); err != nil {
 		return nil, fmt.Errorf("appliance: %w", err)
 	}
 	if cfg.Name == "" {
 		cfg.Name, _ = os.Hostname()
+		a.cfg.Name = cfg.Name
 	}
-	id, err := identity.LoadOrCreate(filepath.Join(dir, "identity"), cfg.Name)
-	if err != nil {
-		pool.Close()
-		cat.Close()
+	if a.id, err = identity.LoadOrCreate(filepath.Join(dir, "identity"), cfg.Name); err != nil {
 		return nil, fmt.Errorf("appliance: identity: %w", err)
 	}
-	gw, err := gateway.New(gateway.Config{Catalog: cat, Identity: id, Name: cfg.Name, Logger: cfg.Logger})
+	a.gw, err = gateway.New(gateway.Config{Catalog: a.catalog, Identity: a.id, Name: cfg.Name, Logger: cfg.Logger})
 	if err != nil {
-		pool.Close()
-		cat.Close()
 		return nil, fmt.Errorf("appliance: %w", err)
 	}
-	return &Appliance{cfg: cfg, log: cfg.Logger, catalog: cat, pool: pool, id: id, gw: gw}, nil
+	activator, err := a.startActivation(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("appliance: %w", err)
+	}
+	dns, err := dnsConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("appliance: %w", err)
+	}
+	a.pairer, err = pairer.New(pairer.Config{Catalog: a.catalog, Gateway: a.gw, Pool: a.pool, Activator: activator,
+		ApplianceID: a.id.Fingerprint().String(), DNS: dns, Logger: cfg.Logger})
+	if err != nil {
+		return nil, fmt.Errorf("appliance: %w", err)
+	}
+	ok = true
+	return a, nil
 }
 
 func openPool(ctx context.Context, cfg Config) (zfs.Pool, error) {
@@ -127,9 +162,26 @@ func openPool(ctx context.Context, cfg Config) (zfs.Pool, error) {
 	}
 }
 
-// Close closes the agent sessions and releases the pool and the catalog.
+// Close stops the pairings, closes the agent sessions and the embedded
+// activation service, and releases the pool and the catalog.
 func (a *Appliance) Close() error {
-	return errors.Join(a.gw.Close(), a.pool.Close(), a.catalog.Close())
+	var errs []error
+	if a.pairer != nil {
+		a.pairer.Close()
+	}
+	if a.gw != nil {
+		errs = append(errs, a.gw.Close())
+	}
+	if a.stopActivation != nil {
+		errs = append(errs, a.stopActivation())
+	}
+	if a.pool != nil {
+		errs = append(errs, a.pool.Close())
+	}
+	if a.catalog != nil {
+		errs = append(errs, a.catalog.Close())
+	}
+	return errors.Join(errs...)
 }
 
 // Gateway is the appliance's agent gateway.
@@ -187,6 +239,9 @@ func (a *Appliance) Serve(ctx context.Context, ln, gln net.Listener) error {
 		gcancel()
 		<-gwDone
 	}()
+	if err := a.pairer.Resume(ctx); err != nil {
+		a.log.Error("resume pairings", "err", err)
+	}
 	keepDone := make(chan struct{})
 	go func() {
 		defer close(keepDone)
@@ -215,6 +270,7 @@ func (a *Appliance) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", a.healthz)
 	a.routeAPI(mux)
+	a.routeV1(mux)
 	return mux
 }
 

@@ -58,6 +58,7 @@ func run(args []string) int {
 	listen := fs.String("listen", fc.Listen, "direct-mode listen address (default "+agent.DefaultListen+" unless an appliance is configured; \"off\" disables)")
 	appliance := fs.String("appliance", fc.Appliance, "reverse mode: the appliance's agent gateway, host[:port] (port "+agent.DefaultGatewayPort+" by default)")
 	handshake := fs.Duration("handshake-timeout", 0, "bound on an appliance's TLS handshake (default 10s)")
+	writers := fs.String("vss-writers-file", "", "report the VSS writers of this saved \"vssadmin list writers\" output instead of asking VSS (support, tests)")
 	var level slog.Level
 	fs.TextVar(&level, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
@@ -96,7 +97,7 @@ func run(args []string) int {
 	}
 	cfg := agent.Config{
 		StateDir: *stateDir, Listen: *listen, Appliance: agent.GatewayAddress(*appliance),
-		Token: tok, SetupToken: setup, Version: version, HandshakeTimeout: *handshake,
+		Token: tok, SetupToken: setup, Version: version, HandshakeTimeout: *handshake, WritersFile: *writers,
 	}
 	switch {
 	case cfg.Listen == "off":

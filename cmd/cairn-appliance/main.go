@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/cairnbackup/cairn/appliance"
@@ -33,8 +34,14 @@ func main() {
 	flag.StringVar(&cfg.Name, "name", "", "appliance name shown by paired agents (default: host name)")
 	flag.StringVar(&cfg.PoolKind, "pool", appliance.PoolEmbedded, "storage pool: embedded or openzfs")
 	flag.StringVar(&cfg.ZFSRoot, "zfs-root", "", "with -pool openzfs: the dataset the appliance owns, e.g. tank/cairn")
+	flag.StringVar(&cfg.ActivationURL, "activation-url", "", "the vendor's activation service (default: an embedded one that knows the demo product key)")
+	flag.StringVar(&cfg.ActivationPublicKey, "activation-pubkey", "", "with -activation-url: the service's public key (cairn-activation public-key)")
+	var dnsServers, dnsSearch string
+	flag.StringVar(&dnsServers, "dns", "", "DNS servers for pairing, ip[:port] comma-separated (default: /etc/resolv.conf)")
+	flag.StringVar(&dnsSearch, "dns-search", "", "search domains for pairing by short host name, comma-separated (default: /etc/resolv.conf)")
 	flag.TextVar(&level, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
 	flag.Parse()
+	cfg.DNSServers, cfg.DNSSearch = splitList(dnsServers), splitList(dnsSearch)
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -52,4 +59,14 @@ func run(ctx context.Context, cfg appliance.Config) error {
 	}
 	defer a.Close()
 	return a.Run(ctx)
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
 }
