@@ -103,6 +103,11 @@ type LicenseInfo struct {
 	KeyID       string    `json:"key_id"`
 	Expires     time.Time `json:"expires"`
 	ValidatedAt time.Time `json:"validated_at"`
+	// State is "valid", "in grace" or "invalid" (checked offline now);
+	// Reason says why it is not valid, or warns.
+	State      string    `json:"state"`
+	Reason     string    `json:"reason,omitempty"`
+	GraceUntil time.Time `json:"grace_until,omitzero"`
 }
 
 func (a *Appliance) apiAgents(w http.ResponseWriter, r *http.Request) {
@@ -126,7 +131,9 @@ func (a *Appliance) apiAgents(w http.ResponseWriter, r *http.Request) {
 				info.Settings = &s
 			}
 			if act, err := tx.Activation(ag.ID); err == nil {
-				info.License = &LicenseInfo{KeyID: act.KeyID, Expires: act.Expires, ValidatedAt: act.ValidatedAt}
+				v := a.pairer.Verdict(act, ag.Fingerprint, time.Now())
+				info.License = &LicenseInfo{KeyID: act.KeyID, Expires: act.Expires, ValidatedAt: act.ValidatedAt,
+					State: v.State.String(), Reason: v.Reason, GraceUntil: v.GraceUntil}
 			}
 			out = append(out, info)
 		}

@@ -136,7 +136,7 @@ func New(ctx context.Context, cfg Config) (*Appliance, error) {
 		return nil, fmt.Errorf("appliance: %w", err)
 	}
 	a.pairer, err = pairer.New(pairer.Config{Catalog: a.catalog, Gateway: a.gw, Pool: a.pool, Activator: activator,
-		ApplianceID: a.id.Fingerprint().String(), DNS: dns, Logger: cfg.Logger})
+		ApplianceID: a.id.Fingerprint().String(), PublicKey: activator.PublicKey, DNS: dns, Logger: cfg.Logger})
 	if err != nil {
 		return nil, fmt.Errorf("appliance: %w", err)
 	}
@@ -246,6 +246,15 @@ func (a *Appliance) Serve(ctx context.Context, ln, gln net.Listener) error {
 	go func() {
 		defer close(keepDone)
 		a.gw.KeepDirect(gctx, time.Minute)
+	}()
+	renewDone := make(chan struct{})
+	go func() {
+		defer close(renewDone)
+		a.pairer.RenewLoop(gctx, 10*time.Minute)
+	}()
+	defer func() {
+		gcancel()
+		<-renewDone
 	}()
 	defer func() {
 		gcancel()

@@ -168,10 +168,12 @@ func TestPairingByHostName(t *testing.T) {
 		Settings *map[string]any `json:"settings"`
 		License  *struct {
 			KeyID string `json:"key_id"`
+			State string `json:"state"`
 		} `json:"license"`
 	}
 	app.get(t, "/api/v1/agents", &agents)
-	if len(agents) != 1 || agents[0].Dataset != "cairn/agents/web01" || agents[0].Settings == nil || agents[0].License == nil {
+	if len(agents) != 1 || agents[0].Dataset != "cairn/agents/web01" || agents[0].Settings == nil ||
+		agents[0].License == nil || agents[0].License.State != "valid" {
 		t.Fatalf("agents: %+v", agents)
 	}
 	if _, err := os.Stat(filepath.Join(data, "pool", "datasets", "agents", "web01")); err != nil {

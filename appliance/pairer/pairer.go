@@ -8,6 +8,7 @@ package pairer
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -48,6 +49,9 @@ type Config struct {
 	// ApplianceID names this appliance to the activation service (its key
 	// fingerprint).
 	ApplianceID string
+	// PublicKey is the activation service's key, which verifies stored
+	// activations offline.
+	PublicKey ed25519.PublicKey
 	// DNS is the resolver configuration of the Resolve step.
 	DNS    resolve.Config
 	Logger *slog.Logger
@@ -58,11 +62,12 @@ type Pairer struct {
 	cfg Config
 	log *slog.Logger
 
-	mu      sync.Mutex
-	running map[uint64]bool
-	wg      sync.WaitGroup
-	ctx     context.Context // ends at Close
-	cancel  context.CancelFunc
+	mu          sync.Mutex
+	running     map[uint64]bool
+	lastAttempt map[string]time.Time // last renewal attempt per agent, this process
+	wg          sync.WaitGroup
+	ctx         context.Context // ends at Close
+	cancel      context.CancelFunc
 }
 
 // New makes a Pairer.
@@ -74,7 +79,8 @@ func New(cfg Config) (*Pairer, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Pairer{cfg: cfg, log: cfg.Logger, running: make(map[uint64]bool), ctx: ctx, cancel: cancel}, nil
+	return &Pairer{cfg: cfg, log: cfg.Logger, running: make(map[uint64]bool), lastAttempt: make(map[string]time.Time),
+		ctx: ctx, cancel: cancel}, nil
 }
 
 // Close stops running pairings (they resume at the next start) and waits.
