@@ -31,7 +31,7 @@ func TestMain(m *testing.M) {
 	bin = dir
 	code := func() int {
 		defer os.RemoveAll(dir)
-		for _, cmd := range []string{"cairn-appliance", "cairn-agent"} {
+		for _, cmd := range []string{"cairn-appliance", "cairn-agent", "cairn-activation"} {
 			build := exec.Command("go", "build", "-race", "-o", filepath.Join(dir, cmd), "../cmd/"+cmd)
 			build.Stdout, build.Stderr = os.Stderr, os.Stderr
 			if err := build.Run(); err != nil {
