@@ -35,6 +35,9 @@ func Resolve(ctx context.Context, cfg resolve.Config, target string) StepResult 
 	} else if res.Name != "" && !strings.EqualFold(strings.TrimSuffix(res.Name, "."), strings.TrimSuffix(target, ".")) {
 		detail = fmt.Sprintf("%s (%s) → %s (answered by %s)", target, res.Name, strings.Join(addrs, ", "), res.Server)
 	}
+	if len(res.Warnings) > 0 {
+		detail += " (" + strings.Join(res.Warnings, "; ") + ")"
+	}
 	if !res.ForwardReverseAgree {
 		why := "the reverse lookup (PTR) of its addresses does not name it"
 		if res.IsIP {
