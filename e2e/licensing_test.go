@@ -41,12 +41,11 @@ func (s *activation) createKey(t *testing.T, seats int) (key, id string) {
 	if m == nil {
 		t.Fatalf("no key in:\n%s", out)
 	}
-	list, err := exec.Command(filepath.Join(bin, "cairn-activation"), "key", "list", "-data", s.data).CombinedOutput()
-	if err != nil {
-		t.Fatalf("key list: %v: %s", err, list)
+	idm := regexp.MustCompile(`(?m)^key id\s+(\S+)$`).FindStringSubmatch(string(out))
+	if idm == nil {
+		t.Fatalf("no key id in:\n%s", out)
 	}
-	lines := strings.Split(strings.TrimSpace(string(list)), "\n")
-	return m[1], strings.Fields(lines[len(lines)-1])[0]
+	return m[1], idm[1]
 }
 
 // TestPairingWithActivationService runs the activation service, two
