@@ -64,10 +64,17 @@ type Pairer struct {
 
 	mu          sync.Mutex
 	running     map[uint64]bool
+	again       map[uint64]bool      // launched again while running
 	lastAttempt map[string]time.Time // last renewal attempt per agent, this process
 	wg          sync.WaitGroup
 	ctx         context.Context // ends at Close
 	cancel      context.CancelFunc
+
+	// Test hooks, set before the first Start: hookStep runs as a step
+	// starts (its "running" state stored), hookRunDone when a run of a
+	// pairing's steps has returned.
+	hookStep    func(ctx context.Context, id uint64, step string)
+	hookRunDone func(id uint64)
 }
 
 // New makes a Pairer.
@@ -79,13 +86,15 @@ func New(cfg Config) (*Pairer, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Pairer{cfg: cfg, log: cfg.Logger, running: make(map[uint64]bool), lastAttempt: make(map[string]time.Time),
+	return &Pairer{cfg: cfg, log: cfg.Logger, running: make(map[uint64]bool), again: make(map[uint64]bool), lastAttempt: make(map[string]time.Time),
 		ctx: ctx, cancel: cancel}, nil
 }
 
 // Close stops running pairings (they resume at the next start) and waits.
 func (p *Pairer) Close() {
+	p.mu.Lock() // no launch between the cancel and the Wait
 	p.cancel()
+	p.mu.Unlock()
 	p.wg.Wait()
 }
 
@@ -220,27 +229,45 @@ func or(a, b string) string {
 }
 
 // launch runs a pairing's remaining steps in the background, unless they
-// are running already.
+// are running already. A launch while they run (a Retry that comes as the
+// run stores its failure) makes the run go again once it returns, so that
+// a pairing stored running is never left without a run.
 func (p *Pairer) launch(id uint64) {
 	p.mu.Lock()
-	if p.running[id] || p.ctx.Err() != nil {
-		p.mu.Unlock()
+	defer p.mu.Unlock()
+	if p.ctx.Err() != nil {
+		return
+	}
+	if p.running[id] {
+		p.again[id] = true
 		return
 	}
 	p.running[id] = true
 	p.wg.Add(1)
-	p.mu.Unlock()
-	go func() {
-		defer p.wg.Done()
-		defer func() {
-			p.mu.Lock()
-			delete(p.running, id)
-			p.mu.Unlock()
-		}()
+	go p.runs(id)
+}
+
+// runs runs a pairing's steps until no launch asks for another run.
+func (p *Pairer) runs(id uint64) {
+	defer p.wg.Done()
+	for {
 		if err := p.run(p.ctx, id); err != nil && p.ctx.Err() == nil {
 			p.log.Error("pairing", "pairing", id, "err", err)
 		}
-	}()
+		if p.hookRunDone != nil {
+			p.hookRunDone(id)
+		}
+		p.mu.Lock()
+		again := p.again[id] && p.ctx.Err() == nil
+		delete(p.again, id)
+		if !again {
+			delete(p.running, id)
+		}
+		p.mu.Unlock()
+		if !again {
+			return
+		}
+	}
 }
 
 // Resume launches every pairing left running by the last process.

@@ -27,6 +27,9 @@ func (p *Pairer) run(ctx context.Context, id uint64) error {
 	if err != nil {
 		return err
 	}
+	if pr.State != catalog.PairingRunning {
+		return nil // finished before this run (launched again by a Retry)
+	}
 	st := &runState{pairing: pr}
 	for i := range pr.Steps {
 		step := &pr.Steps[i]
@@ -37,6 +40,9 @@ func (p *Pairer) run(ctx context.Context, id uint64) error {
 		step.Status, step.Started = pairing.StatusRunning, time.Now().UTC()
 		if err := p.save(ctx, pr, ""); err != nil {
 			return err
+		}
+		if p.hookStep != nil {
+			p.hookStep(ctx, id, step.Step)
 		}
 		sctx, cancel := context.WithTimeout(ctx, stepTimeout)
 		res := p.step(sctx, st, step.Step)
@@ -133,9 +139,9 @@ func (p *Pairer) step(ctx context.Context, st *runState, name string) pairing.St
 	case pairing.StepLicense:
 		return p.license(ctx, pr)
 	case pairing.StepInspect:
-		client, err := p.cfg.Gateway.Client(pr.AgentID)
+		client, err := p.client(ctx, pr)
 		if err != nil {
-			return notConnected(name, pr)
+			return notConnected(name, pr, err)
 		}
 		return pairing.Inspect(ctx, client)
 	case pairing.StepDataset:
@@ -146,13 +152,30 @@ func (p *Pairer) step(ctx context.Context, st *runState, name string) pairing.St
 	return pairing.StepResult{Step: name, Status: pairing.StatusFailed, Detail: "unknown step"}
 }
 
-func notConnected(step string, pr Pairing) pairing.StepResult {
-	remedy := "retry the Connect step"
+// client returns the agent's API client. A direct-mode agent without a
+// session (the appliance restarted after the Connect step) is dialled again
+// at its stored address, its stored key pinned.
+func (p *Pairer) client(ctx context.Context, pr Pairing) (agentv1.AgentServiceClient, error) {
+	c, err := p.cfg.Gateway.Client(pr.AgentID)
+	if err == nil || pr.Mode != catalog.ModeDirect {
+		return c, err
+	}
+	if err := p.cfg.Gateway.ConnectDirect(ctx, pr.AgentID); err != nil {
+		return nil, err
+	}
+	return p.cfg.Gateway.Client(pr.AgentID)
+}
+
+func notConnected(step string, pr Pairing, err error) pairing.StepResult {
+	detail := fmt.Sprintf("agent %s is not connected", pr.AgentID)
+	if err != nil && !errors.Is(err, gateway.ErrNotConnected) {
+		detail += ": " + err.Error()
+	}
+	remedy := fmt.Sprintf("check that cairn-agent runs on the machine and listens on port %d, and that no firewall blocks it; then retry", pr.Port)
 	if pr.Mode == catalog.ModeReverse {
 		remedy = "start the agent with its agent token (cairn-agent, CAIRN_AGENT_TOKEN or agent.conf) and check it can reach the appliance's gateway, then retry"
 	}
-	return pairing.StepResult{Step: step, Status: pairing.StatusFailed, Code: "not_connected",
-		Detail: fmt.Sprintf("agent %s is not connected", pr.AgentID), Remedy: remedy}
+	return pairing.StepResult{Step: step, Status: pairing.StatusFailed, Code: "not_connected", Detail: detail, Remedy: remedy}
 }
 
 // ConnectData is what the Connect step found.
@@ -173,7 +196,7 @@ func (p *Pairer) connect(ctx context.Context, st *runState) pairing.StepResult {
 	var status gateway.Status
 	if pr.Mode == catalog.ModeReverse {
 		if _, err := p.cfg.Gateway.Client(pr.AgentID); err != nil {
-			return notConnected(name, pr)
+			return notConnected(name, pr, err)
 		}
 		for _, s := range p.cfg.Gateway.Connected() {
 			if s.AgentID == pr.AgentID {
@@ -184,9 +207,7 @@ func (p *Pairer) connect(ctx context.Context, st *runState) pairing.StepResult {
 		if len(st.addrs) == 0 {
 			return pairing.StepResult{Step: name, Status: pairing.StatusFailed, Code: "no_address", Detail: "the Resolve step found no address", Remedy: "retry the pairing"}
 		}
-		if _, err := p.cfg.Gateway.Client(pr.AgentID); err == nil {
-			p.cfg.Gateway.Disconnect(pr.AgentID) // pair again on a fresh session
-		}
+		p.disconnect(ctx, pr.AgentID) // pair again on a fresh session
 		var errs []string
 		for _, a := range st.addrs {
 			addr := net.JoinHostPort(a, strconv.Itoa(pr.Port))
@@ -209,7 +230,7 @@ func (p *Pairer) connect(ctx context.Context, st *runState) pairing.StepResult {
 	}
 	client, err := p.cfg.Gateway.Client(pr.AgentID)
 	if err != nil {
-		return notConnected(name, pr)
+		return notConnected(name, pr, err)
 	}
 	start := time.Now()
 	if _, err := client.Ping(ctx, &agentv1.PingRequest{SentUnixNano: start.UnixNano()}); err != nil {
@@ -222,6 +243,28 @@ func (p *Pairer) connect(ctx context.Context, st *runState) pairing.StepResult {
 	return pairing.StepResult{Step: name, Status: pairing.StatusOK, Data: data,
 		Detail: fmt.Sprintf("connected to %s (%s) at %s over TLS 1.3; agent %s, protocol %d, key %s; round trip %s",
 			status.Hostname, status.OS, status.RemoteAddr, status.AgentVersion, status.Protocol, fp.Short(), rtt.Round(10*time.Microsecond))}
+}
+
+// disconnect closes the agent's session, if any, and waits (bounded by
+// ctx) until the gateway has let it go: until then it refuses a new one
+// ("already connected").
+func (p *Pairer) disconnect(ctx context.Context, agentID string) {
+	if _, err := p.cfg.Gateway.Client(agentID); err != nil {
+		return
+	}
+	p.cfg.Gateway.Disconnect(agentID)
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if _, err := p.cfg.Gateway.Client(agentID); err != nil {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 func (p *Pairer) license(ctx context.Context, pr Pairing) pairing.StepResult {

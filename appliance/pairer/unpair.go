@@ -70,6 +70,17 @@ func (p *Pairer) Unpair(ctx context.Context, agentID string, destroyDataset, for
 		}
 	}
 	err = p.cfg.Catalog.Update(ctx, func(tx *catalog.Tx) error {
+		// DeleteAgent deletes the pairings: first their sealed keys (a
+		// failed pairing keeps its own for a retry).
+		ps, err := tx.PairingsOf(agentID)
+		if err != nil {
+			return err
+		}
+		for _, pr := range ps {
+			if err := tx.DeleteSecret(keySecret(pr.ID)); err != nil && !errors.Is(err, catalog.ErrNotFound) {
+				return err
+			}
+		}
 		if err := tx.DeleteAgent(agentID); err != nil {
 			return err
 		}
