@@ -1031,6 +1031,12 @@ func TestStartWhileRunning(t *testing.T) {
 	if _, ok := a.sealed(keySecret(first.ID + 1)); ok {
 		t.Errorf("a second product key was stored")
 	}
+	// Unpairing waits for the pairing to end: it could take a seat after
+	// the unpairing released it.
+	var re *RequestError
+	if _, err := a.p.Unpair(context.Background(), "web01", false, true, "test"); !errors.As(err, &re) || re.Code != "pairing_running" {
+		t.Errorf("Unpair during a pairing: %v, want pairing_running", err)
+	}
 	close(release)
 	pr := a.wait(first.ID)
 	paired(t, a, ag, pr, key, pairing.DefaultSettings())

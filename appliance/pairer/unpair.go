@@ -31,6 +31,15 @@ func (p *Pairer) Unpair(ctx context.Context, agentID string, destroyDataset, for
 	var keyText []byte
 	err := p.cfg.Catalog.View(ctx, func(tx *catalog.Tx) error {
 		var err error
+		ps, err := tx.PairingsOf(agentID)
+		if err != nil {
+			return err
+		}
+		for _, pr := range ps {
+			if pr.State == catalog.PairingRunning {
+				return &RequestError{Code: "pairing_running", Msg: fmt.Sprintf("pairing %d of agent %s is running; unpair when it has ended", pr.ID, agentID)}
+			}
+		}
 		if agent, err = tx.Agent(agentID); err != nil {
 			return err
 		}
