@@ -141,9 +141,9 @@ const maxSpeedTest = 64 << 30
 
 // SpeedTest sends the requested bytes (zeros) in messages of the requested
 // size. A full message is encoded once (grpc.PreparedMsg) and sent again
-// and again, so that the agent's CPU goes to the channel, as it would for
-// backup data, rather than to encoding the same message each time; only a
-// shorter last message is encoded on its own.
+// and again, so that SpeedTest measures the channel rather than the
+// encoding of the same zeros (a copy, into a buffer the pool clears, per
+// message); only a shorter last message is encoded on its own.
 func (s *service) SpeedTest(req *agentv1.SpeedTestRequest, stream grpc.ServerStreamingServer[agentv1.SpeedTestData]) error {
 	if req.GetBytes() > maxSpeedTest {
 		return status.Errorf(codes.InvalidArgument, "at most %d bytes", uint64(maxSpeedTest))

@@ -17,23 +17,23 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
+	"github.com/cairnbackup/cairn/agent"
 	agentv1 "github.com/cairnbackup/cairn/api/agent/v1"
 	"github.com/cairnbackup/cairn/pairing/channel"
 	"github.com/cairnbackup/cairn/pairing/identity"
 )
 
 // BenchmarkChannel runs the agent side in a child process (this test binary
-// again, as TestBenchChild) and measures from the appliance side, in the
-// same run and alternately:
+// again, as TestBenchChild: the real agent, package agent's ServeDirect,
+// which the benchmark pairs first) and measures from the appliance side,
+// in the same run and alternately:
 //
 //   - plain: benchBytes read to the end over TLS 1.3 with the channel's
-//     identity configuration, written by the child in benchMessage chunks;
+//     identity configuration and the agent's key, written by the child in
+//     benchMessage chunks;
 //   - channel: a SpeedTest of benchBytes in benchMessage messages, gRPC over
-//     yamux over the same kind of TLS connection;
+//     yamux over the same kind of TLS connection, received as bulk data
+//     (channel.BulkCall: counted in gRPC's buffers, not copied out);
 //
 // each benchRounds times, and reports the medians (MB/s of 10^6 bytes),
 // their ratio (the channel should reach at least benchTarget of plain TLS),
@@ -70,6 +70,10 @@ func BenchmarkChannel(b *testing.B) {
 	}
 	defer cc.Close()
 	client := agentv1.NewAgentServiceClient(cc)
+	if _, err := client.Pair(ctx, &agentv1.PairRequest{ApplianceFingerprint: self.Fingerprint().String(),
+		ApplianceName: "bench-appliance", AgentId: "bench-agent"}); err != nil {
+		b.Fatalf("pair: %v", err)
+	}
 
 	for range b.N {
 		var plain, chans []float64 // MB/s
@@ -257,20 +261,23 @@ func speedTest(ctx context.Context, client agentv1.AgentServiceClient, n int64, 
 	ctx, cancel := context.WithTimeout(ctx, transferDeadline)
 	defer cancel()
 	start := time.Now()
-	st, err := client.SpeedTest(ctx, &agentv1.SpeedTestRequest{Bytes: uint64(n), MessageSize: uint32(size)})
+	st, err := client.SpeedTest(ctx, &agentv1.SpeedTestRequest{Bytes: uint64(n), MessageSize: uint32(size)},
+		channel.BulkCall())
 	if err != nil {
 		return 0, err
 	}
 	var got int64
+	var d channel.BulkData
 	for {
-		m, err := st.Recv()
+		err := st.RecvMsg(&d)
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
 			return 0, fmt.Errorf("after %d bytes: %w", got, err)
 		}
-		got += int64(len(m.GetData()))
+		got += int64(d.Len())
+		d.Free()
 	}
 	el := time.Since(start)
 	if got != n {
@@ -413,8 +420,9 @@ func (c *benchChild) stop(b *testing.B) {
 	}
 }
 
-// TestBenchChild is BenchmarkChannel's agent process; it skips unless the
-// benchmark started it.
+// TestBenchChild is BenchmarkChannel's agent process: the agent serving
+// direct mode from a fresh state directory, and a plain TLS server with
+// the agent's key. It skips unless the benchmark started it.
 func TestBenchChild(t *testing.T) {
 	if os.Getenv(benchChildEnv) == "" {
 		t.Skip("only as BenchmarkChannel's child process")
@@ -430,11 +438,6 @@ func TestBenchChild(t *testing.T) {
 		cancel()
 	}()
 
-	id, err := identity.New("bench-agent")
-	if err != nil {
-		t.Fatal(err)
-	}
-	verify := identity.Pinned(peer)
 	chanLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -444,26 +447,31 @@ func TestBenchChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	context.AfterFunc(ctx, func() { chanLn.Close(); plainLn.Close() })
+
+	// The real agent, unpaired: the benchmark pairs it.
+	dir := t.TempDir()
+	ag, err := agent.New(agent.Config{StateDir: dir, Listen: chanLn.Addr().String()}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The agent's own key, for plain TLS.
+	id, err := identity.LoadOrCreate(dir, "bench-agent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id.Fingerprint() != ag.Fingerprint() {
+		t.Fatalf("agent's key %s, loaded %s", ag.Fingerprint(), id.Fingerprint())
+	}
+	verify := identity.Pinned(peer)
 	fmt.Printf("%s chan=%s plain=%s fp=%s\n", benchChildLine, chanLn.Addr(), plainLn.Addr(), id.Fingerprint())
 
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		serveLoop(ctx, chanLn, func(raw net.Conn) {
-			s, err := channel.AcceptAppliance(ctx, raw, id, verify, 0, nil)
-			if err != nil {
-				t.Errorf("accept channel: %v", err)
-				return
-			}
-			stop := context.AfterFunc(ctx, func() { s.Close() })
-			defer stop()
-			srv := grpc.NewServer(channel.ServerOptions()...)
-			agentv1.RegisterAgentServiceServer(srv, benchAgent{})
-			if err := s.Serve(srv); err != nil {
-				t.Errorf("serve: %v", err)
-			}
-		})
+		if err := ag.ServeDirect(ctx, chanLn); err != nil && ctx.Err() == nil {
+			t.Errorf("agent: %v", err)
+		}
 	}()
 	go func() {
 		defer wg.Done()
@@ -526,29 +534,4 @@ func plainServe(ctx context.Context, conn *tls.Conn) error {
 		left -= n
 	}
 	return conn.CloseWrite()
-}
-
-// benchAgent serves Ping and SpeedTest as package agent does.
-type benchAgent struct {
-	agentv1.UnimplementedAgentServiceServer
-}
-
-func (benchAgent) Ping(_ context.Context, req *agentv1.PingRequest) (*agentv1.PingResponse, error) {
-	return &agentv1.PingResponse{SentUnixNano: req.GetSentUnixNano(), AgentUnixNano: time.Now().UnixNano()}, nil
-}
-
-func (benchAgent) SpeedTest(req *agentv1.SpeedTestRequest, stream grpc.ServerStreamingServer[agentv1.SpeedTestData]) error {
-	size := int(req.GetMessageSize())
-	if size <= 0 || size > channel.MaxMessage {
-		return status.Errorf(codes.InvalidArgument, "message size %d", size)
-	}
-	buf := make([]byte, size)
-	for left := req.GetBytes(); left > 0; {
-		n := min(left, uint64(size))
-		if err := stream.Send(&agentv1.SpeedTestData{Data: buf[:n]}); err != nil {
-			return err
-		}
-		left -= n
-	}
-	return nil
 }
