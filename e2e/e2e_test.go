@@ -234,7 +234,7 @@ func checkAgentAPI(t *testing.T, a *appliance, id string) {
 		t.Fatalf("hello: HTTP %d", code)
 	}
 	host, _ := os.Hostname()
-	if hello.AgentID != id || hello.Os != "linux" || hello.Hostname != host || hello.ProtocolVersion != 1 ||
+	if hello.AgentID != id || hello.Os != "linux" || hello.Hostname != host || hello.ProtocolVersion != 2 ||
 		!strings.HasPrefix(hello.Fingerprint, "SHA256:") {
 		t.Fatalf("hello: %+v", hello)
 	}

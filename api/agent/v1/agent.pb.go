@@ -25,6 +25,61 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type Block_Encoding int32
+
+const (
+	Block_ENCODING_UNSPECIFIED Block_Encoding = 0
+	// data holds the block as read.
+	Block_ENCODING_RAW Block_Encoding = 1
+	// data holds the block compressed with zstd (one frame).
+	Block_ENCODING_ZSTD Block_Encoding = 2
+	// The block is all zeros; no data is sent for it.
+	Block_ENCODING_ZERO Block_Encoding = 3
+)
+
+// Enum value maps for Block_Encoding.
+var (
+	Block_Encoding_name = map[int32]string{
+		0: "ENCODING_UNSPECIFIED",
+		1: "ENCODING_RAW",
+		2: "ENCODING_ZSTD",
+		3: "ENCODING_ZERO",
+	}
+	Block_Encoding_value = map[string]int32{
+		"ENCODING_UNSPECIFIED": 0,
+		"ENCODING_RAW":         1,
+		"ENCODING_ZSTD":        2,
+		"ENCODING_ZERO":        3,
+	}
+)
+
+func (x Block_Encoding) Enum() *Block_Encoding {
+	p := new(Block_Encoding)
+	*p = x
+	return p
+}
+
+func (x Block_Encoding) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Block_Encoding) Descriptor() protoreflect.EnumDescriptor {
+	return file_agent_v1_agent_proto_enumTypes[0].Descriptor()
+}
+
+func (Block_Encoding) Type() protoreflect.EnumType {
+	return &file_agent_v1_agent_proto_enumTypes[0]
+}
+
+func (x Block_Encoding) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Block_Encoding.Descriptor instead.
+func (Block_Encoding) EnumDescriptor() ([]byte, []int) {
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{18, 0}
+}
+
 type GatewayWelcome_Status int32
 
 const (
@@ -73,11 +128,11 @@ func (x GatewayWelcome_Status) String() string {
 }
 
 func (GatewayWelcome_Status) Descriptor() protoreflect.EnumDescriptor {
-	return file_agent_v1_agent_proto_enumTypes[0].Descriptor()
+	return file_agent_v1_agent_proto_enumTypes[1].Descriptor()
 }
 
 func (GatewayWelcome_Status) Type() protoreflect.EnumType {
-	return &file_agent_v1_agent_proto_enumTypes[0]
+	return &file_agent_v1_agent_proto_enumTypes[1]
 }
 
 func (x GatewayWelcome_Status) Number() protoreflect.EnumNumber {
@@ -86,7 +141,7 @@ func (x GatewayWelcome_Status) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use GatewayWelcome_Status.Descriptor instead.
 func (GatewayWelcome_Status) EnumDescriptor() ([]byte, []int) {
-	return file_agent_v1_agent_proto_rawDescGZIP(), []int{15, 0}
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{26, 0}
 }
 
 type HelloRequest struct {
@@ -157,8 +212,9 @@ type HelloResponse struct {
 	AgentVersion  string `protobuf:"bytes,7,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
 	// The protocol version both sides will use: min(appliance's, agent's).
 	ProtocolVersion uint32 `protobuf:"varint,8,opt,name=protocol_version,json=protocolVersion,proto3" json:"protocol_version,omitempty"`
-	// The snapshot provider the agent uses: "vss" on Windows; "none" where
-	// no provider exists yet (later: "lvm", "image").
+	// The snapshot provider the agent uses: "vss" on Windows; "lvm" or
+	// "image" elsewhere (per volume: see VolumeBegin.provider); "none" where
+	// the agent has no volume it can snapshot.
 	SnapshotProvider string `protobuf:"bytes,9,opt,name=snapshot_provider,json=snapshotProvider,proto3" json:"snapshot_provider,omitempty"`
 	unknownFields    protoimpl.UnknownFields
 	sizeCache        protoimpl.SizeCache
@@ -901,6 +957,757 @@ func (x *SpeedTestData) GetData() []byte {
 	return nil
 }
 
+type BackupRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The appliance's job ID, echoed in ConfirmBackup.
+	JobId   string          `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Volumes []*BackupVolume `protobuf:"bytes,2,rep,name=volumes,proto3" json:"volumes,omitempty"`
+	// Block size in bytes: a power of two from 4 KiB to 4 MiB; 0 is 64 KiB.
+	// A baseline read with another block size is not used (full read).
+	BlockSize     uint32 `protobuf:"varint,3,opt,name=block_size,json=blockSize,proto3" json:"block_size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupRequest) Reset() {
+	*x = BackupRequest{}
+	mi := &file_agent_v1_agent_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupRequest) ProtoMessage() {}
+
+func (x *BackupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_agent_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupRequest.ProtoReflect.Descriptor instead.
+func (*BackupRequest) Descriptor() ([]byte, []int) {
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *BackupRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *BackupRequest) GetVolumes() []*BackupVolume {
+	if x != nil {
+		return x.Volumes
+	}
+	return nil
+}
+
+func (x *BackupRequest) GetBlockSize() uint32 {
+	if x != nil {
+		return x.BlockSize
+	}
+	return 0
+}
+
+type BackupVolume struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Volume.id as ListVolumes reports it.
+	VolumeId string `protobuf:"bytes,1,opt,name=volume_id,json=volumeId,proto3" json:"volume_id,omitempty"`
+	// The manifest of this volume in the appliance's latest recovery point;
+	// empty when it has none. The agent reads incrementally only when its
+	// baseline has this manifest; otherwise it reads the whole volume.
+	BaseManifest []byte `protobuf:"bytes,2,opt,name=base_manifest,json=baseManifest,proto3" json:"base_manifest,omitempty"`
+	// Blocks of the appliance's image that differ from that recovery point
+	// (written by a backup that did not finish), with the hash of what the
+	// image now holds there: the agent compares against these hashes instead
+	// of its baseline's at those indices, so those blocks are not sent again
+	// when they still hold the volume's current data. Sorted by index.
+	Dirty []*BlockHash `protobuf:"bytes,3,rep,name=dirty,proto3" json:"dirty,omitempty"`
+	// Read the whole volume even if the baseline matches.
+	Full          bool `protobuf:"varint,4,opt,name=full,proto3" json:"full,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupVolume) Reset() {
+	*x = BackupVolume{}
+	mi := &file_agent_v1_agent_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupVolume) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupVolume) ProtoMessage() {}
+
+func (x *BackupVolume) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_agent_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupVolume.ProtoReflect.Descriptor instead.
+func (*BackupVolume) Descriptor() ([]byte, []int) {
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *BackupVolume) GetVolumeId() string {
+	if x != nil {
+		return x.VolumeId
+	}
+	return ""
+}
+
+func (x *BackupVolume) GetBaseManifest() []byte {
+	if x != nil {
+		return x.BaseManifest
+	}
+	return nil
+}
+
+func (x *BackupVolume) GetDirty() []*BlockHash {
+	if x != nil {
+		return x.Dirty
+	}
+	return nil
+}
+
+func (x *BackupVolume) GetFull() bool {
+	if x != nil {
+		return x.Full
+	}
+	return false
+}
+
+type BlockHash struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	Hash          []byte                 `protobuf:"bytes,2,opt,name=hash,proto3" json:"hash,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BlockHash) Reset() {
+	*x = BlockHash{}
+	mi := &file_agent_v1_agent_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BlockHash) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BlockHash) ProtoMessage() {}
+
+func (x *BlockHash) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_agent_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BlockHash.ProtoReflect.Descriptor instead.
+func (*BlockHash) Descriptor() ([]byte, []int) {
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *BlockHash) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *BlockHash) GetHash() []byte {
+	if x != nil {
+		return x.Hash
+	}
+	return nil
+}
+
+// BackupData is one message of a Backup stream. For each volume, in the
+// order requested: one message with begin, then messages with blocks (in
+// ascending index order), then one with end. Progress may come with any
+// message.
+type BackupData struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The bytes of this message's blocks, concatenated in the order of
+	// blocks (each block's stored_length bytes). Field 1 so that the
+	// appliance can receive it as channel.BulkData.
+	Data          []byte          `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	Blocks        []*Block        `protobuf:"bytes,2,rep,name=blocks,proto3" json:"blocks,omitempty"`
+	Begin         *VolumeBegin    `protobuf:"bytes,3,opt,name=begin,proto3" json:"begin,omitempty"`
+	End           *VolumeEnd      `protobuf:"bytes,4,opt,name=end,proto3" json:"end,omitempty"`
+	Progress      *BackupProgress `protobuf:"bytes,5,opt,name=progress,proto3" json:"progress,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupData) Reset() {
+	*x = BackupData{}
+	mi := &file_agent_v1_agent_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupData) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupData) ProtoMessage() {}
+
+func (x *BackupData) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_agent_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupData.ProtoReflect.Descriptor instead.
+func (*BackupData) Descriptor() ([]byte, []int) {
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *BackupData) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *BackupData) GetBlocks() []*Block {
+	if x != nil {
+		return x.Blocks
+	}
+	return nil
+}
+
+func (x *BackupData) GetBegin() *VolumeBegin {
+	if x != nil {
+		return x.Begin
+	}
+	return nil
+}
+
+func (x *BackupData) GetEnd() *VolumeEnd {
+	if x != nil {
+		return x.End
+	}
+	return nil
+}
+
+func (x *BackupData) GetProgress() *BackupProgress {
+	if x != nil {
+		return x.Progress
+	}
+	return nil
+}
+
+type Block struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Index uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	// SHA-256 of the block's raw bytes, which the appliance checks.
+	Hash     []byte         `protobuf:"bytes,2,opt,name=hash,proto3" json:"hash,omitempty"`
+	Encoding Block_Encoding `protobuf:"varint,3,opt,name=encoding,proto3,enum=cairn.agent.v1.Block_Encoding" json:"encoding,omitempty"`
+	// Bytes of this block in BackupData.data (0 for ENCODING_ZERO).
+	StoredLength uint32 `protobuf:"varint,4,opt,name=stored_length,json=storedLength,proto3" json:"stored_length,omitempty"`
+	// The block's raw length: the block size, or less for the last block.
+	Length        uint32 `protobuf:"varint,5,opt,name=length,proto3" json:"length,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Block) Reset() {
+	*x = Block{}
+	mi := &file_agent_v1_agent_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Block) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Block) ProtoMessage() {}
+
+func (x *Block) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_agent_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Block.ProtoReflect.Descriptor instead.
+func (*Block) Descriptor() ([]byte, []int) {
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *Block) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *Block) GetHash() []byte {
+	if x != nil {
+		return x.Hash
+	}
+	return nil
+}
+
+func (x *Block) GetEncoding() Block_Encoding {
+	if x != nil {
+		return x.Encoding
+	}
+	return Block_ENCODING_UNSPECIFIED
+}
+
+func (x *Block) GetStoredLength() uint32 {
+	if x != nil {
+		return x.StoredLength
+	}
+	return 0
+}
+
+func (x *Block) GetLength() uint32 {
+	if x != nil {
+		return x.Length
+	}
+	return 0
+}
+
+type VolumeBegin struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	VolumeId  string                 `protobuf:"bytes,1,opt,name=volume_id,json=volumeId,proto3" json:"volume_id,omitempty"`
+	SizeBytes uint64                 `protobuf:"varint,2,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	BlockSize uint32                 `protobuf:"varint,3,opt,name=block_size,json=blockSize,proto3" json:"block_size,omitempty"`
+	// True when only blocks that differ from the baseline are sent; false
+	// for a full read, in which every block is sent (zero blocks as
+	// ENCODING_ZERO, without data).
+	Incremental bool `protobuf:"varint,4,opt,name=incremental,proto3" json:"incremental,omitempty"`
+	// Why the read is full, for the job's log (e.g. "no baseline",
+	// "baseline does not match the appliance's recovery point").
+	Reason string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The snapshot provider that made the snapshot ("vss", "lvm", "image").
+	Provider      string `protobuf:"bytes,6,opt,name=provider,proto3" json:"provider,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VolumeBegin) Reset() {
+	*x = VolumeBegin{}
+	mi := &file_agent_v1_agent_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VolumeBegin) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VolumeBegin) ProtoMessage() {}
+
+func (x *VolumeBegin) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_agent_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VolumeBegin.ProtoReflect.Descriptor instead.
+func (*VolumeBegin) Descriptor() ([]byte, []int) {
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *VolumeBegin) GetVolumeId() string {
+	if x != nil {
+		return x.VolumeId
+	}
+	return ""
+}
+
+func (x *VolumeBegin) GetSizeBytes() uint64 {
+	if x != nil {
+		return x.SizeBytes
+	}
+	return 0
+}
+
+func (x *VolumeBegin) GetBlockSize() uint32 {
+	if x != nil {
+		return x.BlockSize
+	}
+	return 0
+}
+
+func (x *VolumeBegin) GetIncremental() bool {
+	if x != nil {
+		return x.Incremental
+	}
+	return false
+}
+
+func (x *VolumeBegin) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *VolumeBegin) GetProvider() string {
+	if x != nil {
+		return x.Provider
+	}
+	return ""
+}
+
+type VolumeEnd struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	VolumeId string                 `protobuf:"bytes,1,opt,name=volume_id,json=volumeId,proto3" json:"volume_id,omitempty"`
+	// The manifest of the volume as read.
+	Manifest   []byte `protobuf:"bytes,2,opt,name=manifest,proto3" json:"manifest,omitempty"`
+	Blocks     uint64 `protobuf:"varint,3,opt,name=blocks,proto3" json:"blocks,omitempty"`
+	BlocksSent uint64 `protobuf:"varint,4,opt,name=blocks_sent,json=blocksSent,proto3" json:"blocks_sent,omitempty"`
+	ZeroBlocks uint64 `protobuf:"varint,5,opt,name=zero_blocks,json=zeroBlocks,proto3" json:"zero_blocks,omitempty"`
+	BytesRead  uint64 `protobuf:"varint,6,opt,name=bytes_read,json=bytesRead,proto3" json:"bytes_read,omitempty"`
+	// Bytes of block data sent (stored lengths).
+	BytesSent     uint64 `protobuf:"varint,7,opt,name=bytes_sent,json=bytesSent,proto3" json:"bytes_sent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VolumeEnd) Reset() {
+	*x = VolumeEnd{}
+	mi := &file_agent_v1_agent_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VolumeEnd) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VolumeEnd) ProtoMessage() {}
+
+func (x *VolumeEnd) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_agent_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VolumeEnd.ProtoReflect.Descriptor instead.
+func (*VolumeEnd) Descriptor() ([]byte, []int) {
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *VolumeEnd) GetVolumeId() string {
+	if x != nil {
+		return x.VolumeId
+	}
+	return ""
+}
+
+func (x *VolumeEnd) GetManifest() []byte {
+	if x != nil {
+		return x.Manifest
+	}
+	return nil
+}
+
+func (x *VolumeEnd) GetBlocks() uint64 {
+	if x != nil {
+		return x.Blocks
+	}
+	return 0
+}
+
+func (x *VolumeEnd) GetBlocksSent() uint64 {
+	if x != nil {
+		return x.BlocksSent
+	}
+	return 0
+}
+
+func (x *VolumeEnd) GetZeroBlocks() uint64 {
+	if x != nil {
+		return x.ZeroBlocks
+	}
+	return 0
+}
+
+func (x *VolumeEnd) GetBytesRead() uint64 {
+	if x != nil {
+		return x.BytesRead
+	}
+	return 0
+}
+
+func (x *VolumeEnd) GetBytesSent() uint64 {
+	if x != nil {
+		return x.BytesSent
+	}
+	return 0
+}
+
+type BackupProgress struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Bytes read of all volumes so far, and in all.
+	BytesRead     uint64 `protobuf:"varint,1,opt,name=bytes_read,json=bytesRead,proto3" json:"bytes_read,omitempty"`
+	BytesTotal    uint64 `protobuf:"varint,2,opt,name=bytes_total,json=bytesTotal,proto3" json:"bytes_total,omitempty"`
+	BytesSent     uint64 `protobuf:"varint,3,opt,name=bytes_sent,json=bytesSent,proto3" json:"bytes_sent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupProgress) Reset() {
+	*x = BackupProgress{}
+	mi := &file_agent_v1_agent_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupProgress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupProgress) ProtoMessage() {}
+
+func (x *BackupProgress) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_agent_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupProgress.ProtoReflect.Descriptor instead.
+func (*BackupProgress) Descriptor() ([]byte, []int) {
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *BackupProgress) GetBytesRead() uint64 {
+	if x != nil {
+		return x.BytesRead
+	}
+	return 0
+}
+
+func (x *BackupProgress) GetBytesTotal() uint64 {
+	if x != nil {
+		return x.BytesTotal
+	}
+	return 0
+}
+
+func (x *BackupProgress) GetBytesSent() uint64 {
+	if x != nil {
+		return x.BytesSent
+	}
+	return 0
+}
+
+type ConfirmBackupRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	JobId string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// Each volume's manifest in the recovery point; the agent adopts its
+	// hashes of that backup as baseline only where the manifest matches.
+	Volumes       []*VolumeManifest `protobuf:"bytes,2,rep,name=volumes,proto3" json:"volumes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConfirmBackupRequest) Reset() {
+	*x = ConfirmBackupRequest{}
+	mi := &file_agent_v1_agent_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConfirmBackupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConfirmBackupRequest) ProtoMessage() {}
+
+func (x *ConfirmBackupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_agent_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConfirmBackupRequest.ProtoReflect.Descriptor instead.
+func (*ConfirmBackupRequest) Descriptor() ([]byte, []int) {
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ConfirmBackupRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *ConfirmBackupRequest) GetVolumes() []*VolumeManifest {
+	if x != nil {
+		return x.Volumes
+	}
+	return nil
+}
+
+type VolumeManifest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	VolumeId      string                 `protobuf:"bytes,1,opt,name=volume_id,json=volumeId,proto3" json:"volume_id,omitempty"`
+	Manifest      []byte                 `protobuf:"bytes,2,opt,name=manifest,proto3" json:"manifest,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VolumeManifest) Reset() {
+	*x = VolumeManifest{}
+	mi := &file_agent_v1_agent_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VolumeManifest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VolumeManifest) ProtoMessage() {}
+
+func (x *VolumeManifest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_agent_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VolumeManifest.ProtoReflect.Descriptor instead.
+func (*VolumeManifest) Descriptor() ([]byte, []int) {
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *VolumeManifest) GetVolumeId() string {
+	if x != nil {
+		return x.VolumeId
+	}
+	return ""
+}
+
+func (x *VolumeManifest) GetManifest() []byte {
+	if x != nil {
+		return x.Manifest
+	}
+	return nil
+}
+
+type ConfirmBackupResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The volumes whose baseline was adopted.
+	Adopted       []string `protobuf:"bytes,1,rep,name=adopted,proto3" json:"adopted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConfirmBackupResponse) Reset() {
+	*x = ConfirmBackupResponse{}
+	mi := &file_agent_v1_agent_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConfirmBackupResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConfirmBackupResponse) ProtoMessage() {}
+
+func (x *ConfirmBackupResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_agent_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConfirmBackupResponse.ProtoReflect.Descriptor instead.
+func (*ConfirmBackupResponse) Descriptor() ([]byte, []int) {
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ConfirmBackupResponse) GetAdopted() []string {
+	if x != nil {
+		return x.Adopted
+	}
+	return nil
+}
+
 // The reverse-mode handshake. After TLS, an agent that dialed the
 // appliance's gateway sends one GatewayHello and reads one GatewayWelcome,
 // each framed as a 4-byte big-endian length followed by the message; then,
@@ -922,7 +1729,7 @@ type GatewayHello struct {
 
 func (x *GatewayHello) Reset() {
 	*x = GatewayHello{}
-	mi := &file_agent_v1_agent_proto_msgTypes[14]
+	mi := &file_agent_v1_agent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -934,7 +1741,7 @@ func (x *GatewayHello) String() string {
 func (*GatewayHello) ProtoMessage() {}
 
 func (x *GatewayHello) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_agent_proto_msgTypes[14]
+	mi := &file_agent_v1_agent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -947,7 +1754,7 @@ func (x *GatewayHello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GatewayHello.ProtoReflect.Descriptor instead.
 func (*GatewayHello) Descriptor() ([]byte, []int) {
-	return file_agent_v1_agent_proto_rawDescGZIP(), []int{14}
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GatewayHello) GetProtocolVersion() uint32 {
@@ -1024,7 +1831,7 @@ type GatewayWelcome struct {
 
 func (x *GatewayWelcome) Reset() {
 	*x = GatewayWelcome{}
-	mi := &file_agent_v1_agent_proto_msgTypes[15]
+	mi := &file_agent_v1_agent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1036,7 +1843,7 @@ func (x *GatewayWelcome) String() string {
 func (*GatewayWelcome) ProtoMessage() {}
 
 func (x *GatewayWelcome) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_agent_proto_msgTypes[15]
+	mi := &file_agent_v1_agent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1049,7 +1856,7 @@ func (x *GatewayWelcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GatewayWelcome.ProtoReflect.Descriptor instead.
 func (*GatewayWelcome) Descriptor() ([]byte, []int) {
-	return file_agent_v1_agent_proto_rawDescGZIP(), []int{15}
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GatewayWelcome) GetStatus() GatewayWelcome_Status {
@@ -1147,7 +1954,74 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\x05bytes\x18\x01 \x01(\x04R\x05bytes\x12!\n" +
 	"\fmessage_size\x18\x02 \x01(\rR\vmessageSize\"#\n" +
 	"\rSpeedTestData\x12\x12\n" +
-	"\x04data\x18\x01 \x01(\fR\x04data\"\xa9\x01\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"}\n" +
+	"\rBackupRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x126\n" +
+	"\avolumes\x18\x02 \x03(\v2\x1c.cairn.agent.v1.BackupVolumeR\avolumes\x12\x1d\n" +
+	"\n" +
+	"block_size\x18\x03 \x01(\rR\tblockSize\"\x95\x01\n" +
+	"\fBackupVolume\x12\x1b\n" +
+	"\tvolume_id\x18\x01 \x01(\tR\bvolumeId\x12#\n" +
+	"\rbase_manifest\x18\x02 \x01(\fR\fbaseManifest\x12/\n" +
+	"\x05dirty\x18\x03 \x03(\v2\x19.cairn.agent.v1.BlockHashR\x05dirty\x12\x12\n" +
+	"\x04full\x18\x04 \x01(\bR\x04full\"5\n" +
+	"\tBlockHash\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x12\n" +
+	"\x04hash\x18\x02 \x01(\fR\x04hash\"\xeb\x01\n" +
+	"\n" +
+	"BackupData\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\x12-\n" +
+	"\x06blocks\x18\x02 \x03(\v2\x15.cairn.agent.v1.BlockR\x06blocks\x121\n" +
+	"\x05begin\x18\x03 \x01(\v2\x1b.cairn.agent.v1.VolumeBeginR\x05begin\x12+\n" +
+	"\x03end\x18\x04 \x01(\v2\x19.cairn.agent.v1.VolumeEndR\x03end\x12:\n" +
+	"\bprogress\x18\x05 \x01(\v2\x1e.cairn.agent.v1.BackupProgressR\bprogress\"\x88\x02\n" +
+	"\x05Block\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x12\n" +
+	"\x04hash\x18\x02 \x01(\fR\x04hash\x12:\n" +
+	"\bencoding\x18\x03 \x01(\x0e2\x1e.cairn.agent.v1.Block.EncodingR\bencoding\x12#\n" +
+	"\rstored_length\x18\x04 \x01(\rR\fstoredLength\x12\x16\n" +
+	"\x06length\x18\x05 \x01(\rR\x06length\"\\\n" +
+	"\bEncoding\x12\x18\n" +
+	"\x14ENCODING_UNSPECIFIED\x10\x00\x12\x10\n" +
+	"\fENCODING_RAW\x10\x01\x12\x11\n" +
+	"\rENCODING_ZSTD\x10\x02\x12\x11\n" +
+	"\rENCODING_ZERO\x10\x03\"\xbe\x01\n" +
+	"\vVolumeBegin\x12\x1b\n" +
+	"\tvolume_id\x18\x01 \x01(\tR\bvolumeId\x12\x1d\n" +
+	"\n" +
+	"size_bytes\x18\x02 \x01(\x04R\tsizeBytes\x12\x1d\n" +
+	"\n" +
+	"block_size\x18\x03 \x01(\rR\tblockSize\x12 \n" +
+	"\vincremental\x18\x04 \x01(\bR\vincremental\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\x12\x1a\n" +
+	"\bprovider\x18\x06 \x01(\tR\bprovider\"\xdc\x01\n" +
+	"\tVolumeEnd\x12\x1b\n" +
+	"\tvolume_id\x18\x01 \x01(\tR\bvolumeId\x12\x1a\n" +
+	"\bmanifest\x18\x02 \x01(\fR\bmanifest\x12\x16\n" +
+	"\x06blocks\x18\x03 \x01(\x04R\x06blocks\x12\x1f\n" +
+	"\vblocks_sent\x18\x04 \x01(\x04R\n" +
+	"blocksSent\x12\x1f\n" +
+	"\vzero_blocks\x18\x05 \x01(\x04R\n" +
+	"zeroBlocks\x12\x1d\n" +
+	"\n" +
+	"bytes_read\x18\x06 \x01(\x04R\tbytesRead\x12\x1d\n" +
+	"\n" +
+	"bytes_sent\x18\a \x01(\x04R\tbytesSent\"o\n" +
+	"\x0eBackupProgress\x12\x1d\n" +
+	"\n" +
+	"bytes_read\x18\x01 \x01(\x04R\tbytesRead\x12\x1f\n" +
+	"\vbytes_total\x18\x02 \x01(\x04R\n" +
+	"bytesTotal\x12\x1d\n" +
+	"\n" +
+	"bytes_sent\x18\x03 \x01(\x04R\tbytesSent\"g\n" +
+	"\x14ConfirmBackupRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x128\n" +
+	"\avolumes\x18\x02 \x03(\v2\x1e.cairn.agent.v1.VolumeManifestR\avolumes\"I\n" +
+	"\x0eVolumeManifest\x12\x1b\n" +
+	"\tvolume_id\x18\x01 \x01(\tR\bvolumeId\x12\x1a\n" +
+	"\bmanifest\x18\x02 \x01(\fR\bmanifest\"1\n" +
+	"\x15ConfirmBackupResponse\x12\x18\n" +
+	"\aadopted\x18\x01 \x03(\tR\aadopted\"\xa9\x01\n" +
 	"\fGatewayHello\x12)\n" +
 	"\x10protocol_version\x18\x01 \x01(\rR\x0fprotocolVersion\x12!\n" +
 	"\vagent_token\x18\x02 \x01(\tH\x00R\n" +
@@ -1170,14 +2044,16 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\x0eSTATUS_REFUSED\x10\x02\x12\x0f\n" +
 	"\vSTATUS_BUSY\x10\x03\x12\x12\n" +
 	"\x0eSTATUS_VERSION\x10\x04\x12\x13\n" +
-	"\x0fSTATUS_ENROLLED\x10\x052\xda\x03\n" +
+	"\x0fSTATUS_ENROLLED\x10\x052\xff\x04\n" +
 	"\fAgentService\x12D\n" +
 	"\x05Hello\x12\x1c.cairn.agent.v1.HelloRequest\x1a\x1d.cairn.agent.v1.HelloResponse\x12A\n" +
 	"\x04Pair\x12\x1b.cairn.agent.v1.PairRequest\x1a\x1c.cairn.agent.v1.PairResponse\x12A\n" +
 	"\x04Ping\x12\x1b.cairn.agent.v1.PingRequest\x1a\x1c.cairn.agent.v1.PingResponse\x12V\n" +
 	"\vListVolumes\x12\".cairn.agent.v1.ListVolumesRequest\x1a#.cairn.agent.v1.ListVolumesResponse\x12V\n" +
 	"\vListWriters\x12\".cairn.agent.v1.ListWritersRequest\x1a#.cairn.agent.v1.ListWritersResponse\x12N\n" +
-	"\tSpeedTest\x12 .cairn.agent.v1.SpeedTestRequest\x1a\x1d.cairn.agent.v1.SpeedTestData0\x01B3Z1github.com/cairnbackup/cairn/api/agent/v1;agentv1b\x06proto3"
+	"\tSpeedTest\x12 .cairn.agent.v1.SpeedTestRequest\x1a\x1d.cairn.agent.v1.SpeedTestData0\x01\x12E\n" +
+	"\x06Backup\x12\x1d.cairn.agent.v1.BackupRequest\x1a\x1a.cairn.agent.v1.BackupData0\x01\x12\\\n" +
+	"\rConfirmBackup\x12$.cairn.agent.v1.ConfirmBackupRequest\x1a%.cairn.agent.v1.ConfirmBackupResponseB3Z1github.com/cairnbackup/cairn/api/agent/v1;agentv1b\x06proto3"
 
 var (
 	file_agent_v1_agent_proto_rawDescOnce sync.Once
@@ -1191,48 +2067,72 @@ func file_agent_v1_agent_proto_rawDescGZIP() []byte {
 	return file_agent_v1_agent_proto_rawDescData
 }
 
-var file_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_agent_v1_agent_proto_goTypes = []any{
-	(GatewayWelcome_Status)(0),  // 0: cairn.agent.v1.GatewayWelcome.Status
-	(*HelloRequest)(nil),        // 1: cairn.agent.v1.HelloRequest
-	(*HelloResponse)(nil),       // 2: cairn.agent.v1.HelloResponse
-	(*PairRequest)(nil),         // 3: cairn.agent.v1.PairRequest
-	(*PairResponse)(nil),        // 4: cairn.agent.v1.PairResponse
-	(*PingRequest)(nil),         // 5: cairn.agent.v1.PingRequest
-	(*PingResponse)(nil),        // 6: cairn.agent.v1.PingResponse
-	(*ListVolumesRequest)(nil),  // 7: cairn.agent.v1.ListVolumesRequest
-	(*Volume)(nil),              // 8: cairn.agent.v1.Volume
-	(*ListVolumesResponse)(nil), // 9: cairn.agent.v1.ListVolumesResponse
-	(*ListWritersRequest)(nil),  // 10: cairn.agent.v1.ListWritersRequest
-	(*Writer)(nil),              // 11: cairn.agent.v1.Writer
-	(*ListWritersResponse)(nil), // 12: cairn.agent.v1.ListWritersResponse
-	(*SpeedTestRequest)(nil),    // 13: cairn.agent.v1.SpeedTestRequest
-	(*SpeedTestData)(nil),       // 14: cairn.agent.v1.SpeedTestData
-	(*GatewayHello)(nil),        // 15: cairn.agent.v1.GatewayHello
-	(*GatewayWelcome)(nil),      // 16: cairn.agent.v1.GatewayWelcome
+	(Block_Encoding)(0),           // 0: cairn.agent.v1.Block.Encoding
+	(GatewayWelcome_Status)(0),    // 1: cairn.agent.v1.GatewayWelcome.Status
+	(*HelloRequest)(nil),          // 2: cairn.agent.v1.HelloRequest
+	(*HelloResponse)(nil),         // 3: cairn.agent.v1.HelloResponse
+	(*PairRequest)(nil),           // 4: cairn.agent.v1.PairRequest
+	(*PairResponse)(nil),          // 5: cairn.agent.v1.PairResponse
+	(*PingRequest)(nil),           // 6: cairn.agent.v1.PingRequest
+	(*PingResponse)(nil),          // 7: cairn.agent.v1.PingResponse
+	(*ListVolumesRequest)(nil),    // 8: cairn.agent.v1.ListVolumesRequest
+	(*Volume)(nil),                // 9: cairn.agent.v1.Volume
+	(*ListVolumesResponse)(nil),   // 10: cairn.agent.v1.ListVolumesResponse
+	(*ListWritersRequest)(nil),    // 11: cairn.agent.v1.ListWritersRequest
+	(*Writer)(nil),                // 12: cairn.agent.v1.Writer
+	(*ListWritersResponse)(nil),   // 13: cairn.agent.v1.ListWritersResponse
+	(*SpeedTestRequest)(nil),      // 14: cairn.agent.v1.SpeedTestRequest
+	(*SpeedTestData)(nil),         // 15: cairn.agent.v1.SpeedTestData
+	(*BackupRequest)(nil),         // 16: cairn.agent.v1.BackupRequest
+	(*BackupVolume)(nil),          // 17: cairn.agent.v1.BackupVolume
+	(*BlockHash)(nil),             // 18: cairn.agent.v1.BlockHash
+	(*BackupData)(nil),            // 19: cairn.agent.v1.BackupData
+	(*Block)(nil),                 // 20: cairn.agent.v1.Block
+	(*VolumeBegin)(nil),           // 21: cairn.agent.v1.VolumeBegin
+	(*VolumeEnd)(nil),             // 22: cairn.agent.v1.VolumeEnd
+	(*BackupProgress)(nil),        // 23: cairn.agent.v1.BackupProgress
+	(*ConfirmBackupRequest)(nil),  // 24: cairn.agent.v1.ConfirmBackupRequest
+	(*VolumeManifest)(nil),        // 25: cairn.agent.v1.VolumeManifest
+	(*ConfirmBackupResponse)(nil), // 26: cairn.agent.v1.ConfirmBackupResponse
+	(*GatewayHello)(nil),          // 27: cairn.agent.v1.GatewayHello
+	(*GatewayWelcome)(nil),        // 28: cairn.agent.v1.GatewayWelcome
 }
 var file_agent_v1_agent_proto_depIdxs = []int32{
-	8,  // 0: cairn.agent.v1.ListVolumesResponse.volumes:type_name -> cairn.agent.v1.Volume
-	11, // 1: cairn.agent.v1.ListWritersResponse.writers:type_name -> cairn.agent.v1.Writer
-	0,  // 2: cairn.agent.v1.GatewayWelcome.status:type_name -> cairn.agent.v1.GatewayWelcome.Status
-	1,  // 3: cairn.agent.v1.AgentService.Hello:input_type -> cairn.agent.v1.HelloRequest
-	3,  // 4: cairn.agent.v1.AgentService.Pair:input_type -> cairn.agent.v1.PairRequest
-	5,  // 5: cairn.agent.v1.AgentService.Ping:input_type -> cairn.agent.v1.PingRequest
-	7,  // 6: cairn.agent.v1.AgentService.ListVolumes:input_type -> cairn.agent.v1.ListVolumesRequest
-	10, // 7: cairn.agent.v1.AgentService.ListWriters:input_type -> cairn.agent.v1.ListWritersRequest
-	13, // 8: cairn.agent.v1.AgentService.SpeedTest:input_type -> cairn.agent.v1.SpeedTestRequest
-	2,  // 9: cairn.agent.v1.AgentService.Hello:output_type -> cairn.agent.v1.HelloResponse
-	4,  // 10: cairn.agent.v1.AgentService.Pair:output_type -> cairn.agent.v1.PairResponse
-	6,  // 11: cairn.agent.v1.AgentService.Ping:output_type -> cairn.agent.v1.PingResponse
-	9,  // 12: cairn.agent.v1.AgentService.ListVolumes:output_type -> cairn.agent.v1.ListVolumesResponse
-	12, // 13: cairn.agent.v1.AgentService.ListWriters:output_type -> cairn.agent.v1.ListWritersResponse
-	14, // 14: cairn.agent.v1.AgentService.SpeedTest:output_type -> cairn.agent.v1.SpeedTestData
-	9,  // [9:15] is the sub-list for method output_type
-	3,  // [3:9] is the sub-list for method input_type
-	3,  // [3:3] is the sub-list for extension type_name
-	3,  // [3:3] is the sub-list for extension extendee
-	0,  // [0:3] is the sub-list for field type_name
+	9,  // 0: cairn.agent.v1.ListVolumesResponse.volumes:type_name -> cairn.agent.v1.Volume
+	12, // 1: cairn.agent.v1.ListWritersResponse.writers:type_name -> cairn.agent.v1.Writer
+	17, // 2: cairn.agent.v1.BackupRequest.volumes:type_name -> cairn.agent.v1.BackupVolume
+	18, // 3: cairn.agent.v1.BackupVolume.dirty:type_name -> cairn.agent.v1.BlockHash
+	20, // 4: cairn.agent.v1.BackupData.blocks:type_name -> cairn.agent.v1.Block
+	21, // 5: cairn.agent.v1.BackupData.begin:type_name -> cairn.agent.v1.VolumeBegin
+	22, // 6: cairn.agent.v1.BackupData.end:type_name -> cairn.agent.v1.VolumeEnd
+	23, // 7: cairn.agent.v1.BackupData.progress:type_name -> cairn.agent.v1.BackupProgress
+	0,  // 8: cairn.agent.v1.Block.encoding:type_name -> cairn.agent.v1.Block.Encoding
+	25, // 9: cairn.agent.v1.ConfirmBackupRequest.volumes:type_name -> cairn.agent.v1.VolumeManifest
+	1,  // 10: cairn.agent.v1.GatewayWelcome.status:type_name -> cairn.agent.v1.GatewayWelcome.Status
+	2,  // 11: cairn.agent.v1.AgentService.Hello:input_type -> cairn.agent.v1.HelloRequest
+	4,  // 12: cairn.agent.v1.AgentService.Pair:input_type -> cairn.agent.v1.PairRequest
+	6,  // 13: cairn.agent.v1.AgentService.Ping:input_type -> cairn.agent.v1.PingRequest
+	8,  // 14: cairn.agent.v1.AgentService.ListVolumes:input_type -> cairn.agent.v1.ListVolumesRequest
+	11, // 15: cairn.agent.v1.AgentService.ListWriters:input_type -> cairn.agent.v1.ListWritersRequest
+	14, // 16: cairn.agent.v1.AgentService.SpeedTest:input_type -> cairn.agent.v1.SpeedTestRequest
+	16, // 17: cairn.agent.v1.AgentService.Backup:input_type -> cairn.agent.v1.BackupRequest
+	24, // 18: cairn.agent.v1.AgentService.ConfirmBackup:input_type -> cairn.agent.v1.ConfirmBackupRequest
+	3,  // 19: cairn.agent.v1.AgentService.Hello:output_type -> cairn.agent.v1.HelloResponse
+	5,  // 20: cairn.agent.v1.AgentService.Pair:output_type -> cairn.agent.v1.PairResponse
+	7,  // 21: cairn.agent.v1.AgentService.Ping:output_type -> cairn.agent.v1.PingResponse
+	10, // 22: cairn.agent.v1.AgentService.ListVolumes:output_type -> cairn.agent.v1.ListVolumesResponse
+	13, // 23: cairn.agent.v1.AgentService.ListWriters:output_type -> cairn.agent.v1.ListWritersResponse
+	15, // 24: cairn.agent.v1.AgentService.SpeedTest:output_type -> cairn.agent.v1.SpeedTestData
+	19, // 25: cairn.agent.v1.AgentService.Backup:output_type -> cairn.agent.v1.BackupData
+	26, // 26: cairn.agent.v1.AgentService.ConfirmBackup:output_type -> cairn.agent.v1.ConfirmBackupResponse
+	19, // [19:27] is the sub-list for method output_type
+	11, // [11:19] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_agent_v1_agent_proto_init() }
@@ -1240,7 +2140,7 @@ func file_agent_v1_agent_proto_init() {
 	if File_agent_v1_agent_proto != nil {
 		return
 	}
-	file_agent_v1_agent_proto_msgTypes[14].OneofWrappers = []any{
+	file_agent_v1_agent_proto_msgTypes[25].OneofWrappers = []any{
 		(*GatewayHello_AgentToken)(nil),
 		(*GatewayHello_SetupToken)(nil),
 	}
@@ -1249,8 +2149,8 @@ func file_agent_v1_agent_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_v1_agent_proto_rawDesc), len(file_agent_v1_agent_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   16,
+			NumEnums:      2,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

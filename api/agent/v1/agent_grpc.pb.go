@@ -23,12 +23,14 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AgentService_Hello_FullMethodName       = "/cairn.agent.v1.AgentService/Hello"
-	AgentService_Pair_FullMethodName        = "/cairn.agent.v1.AgentService/Pair"
-	AgentService_Ping_FullMethodName        = "/cairn.agent.v1.AgentService/Ping"
-	AgentService_ListVolumes_FullMethodName = "/cairn.agent.v1.AgentService/ListVolumes"
-	AgentService_ListWriters_FullMethodName = "/cairn.agent.v1.AgentService/ListWriters"
-	AgentService_SpeedTest_FullMethodName   = "/cairn.agent.v1.AgentService/SpeedTest"
+	AgentService_Hello_FullMethodName         = "/cairn.agent.v1.AgentService/Hello"
+	AgentService_Pair_FullMethodName          = "/cairn.agent.v1.AgentService/Pair"
+	AgentService_Ping_FullMethodName          = "/cairn.agent.v1.AgentService/Ping"
+	AgentService_ListVolumes_FullMethodName   = "/cairn.agent.v1.AgentService/ListVolumes"
+	AgentService_ListWriters_FullMethodName   = "/cairn.agent.v1.AgentService/ListWriters"
+	AgentService_SpeedTest_FullMethodName     = "/cairn.agent.v1.AgentService/SpeedTest"
+	AgentService_Backup_FullMethodName        = "/cairn.agent.v1.AgentService/Backup"
+	AgentService_ConfirmBackup_FullMethodName = "/cairn.agent.v1.AgentService/ConfirmBackup"
 )
 
 // AgentServiceClient is the client API for AgentService service.
@@ -53,6 +55,15 @@ type AgentServiceClient interface {
 	// SpeedTest streams bytes from the agent to the appliance, for support
 	// staff measuring the channel's throughput (cairnctl) and for benchmarks.
 	SpeedTest(ctx context.Context, in *SpeedTestRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SpeedTestData], error)
+	// Backup takes a consistent snapshot of the requested volumes (VSS, LVM
+	// or the image provider), reads each volume in fixed blocks and streams
+	// the blocks whose hash differs from the baseline, then releases the
+	// snapshot. Protocol version 2. docs/backup.md describes the exchange.
+	Backup(ctx context.Context, in *BackupRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BackupData], error)
+	// ConfirmBackup tells the agent that the appliance holds the recovery
+	// point of a backup: the block hashes the agent read in that backup
+	// become the baseline of the next one. Protocol version 2.
+	ConfirmBackup(ctx context.Context, in *ConfirmBackupRequest, opts ...grpc.CallOption) (*ConfirmBackupResponse, error)
 }
 
 type agentServiceClient struct {
@@ -132,6 +143,35 @@ func (c *agentServiceClient) SpeedTest(ctx context.Context, in *SpeedTestRequest
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AgentService_SpeedTestClient = grpc.ServerStreamingClient[SpeedTestData]
 
+func (c *agentServiceClient) Backup(ctx context.Context, in *BackupRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BackupData], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AgentService_ServiceDesc.Streams[1], AgentService_Backup_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[BackupRequest, BackupData]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AgentService_BackupClient = grpc.ServerStreamingClient[BackupData]
+
+func (c *agentServiceClient) ConfirmBackup(ctx context.Context, in *ConfirmBackupRequest, opts ...grpc.CallOption) (*ConfirmBackupResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ConfirmBackupResponse)
+	err := c.cc.Invoke(ctx, AgentService_ConfirmBackup_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AgentServiceServer is the server API for AgentService service.
 // All implementations must embed UnimplementedAgentServiceServer
 // for forward compatibility.
@@ -154,6 +194,15 @@ type AgentServiceServer interface {
 	// SpeedTest streams bytes from the agent to the appliance, for support
 	// staff measuring the channel's throughput (cairnctl) and for benchmarks.
 	SpeedTest(*SpeedTestRequest, grpc.ServerStreamingServer[SpeedTestData]) error
+	// Backup takes a consistent snapshot of the requested volumes (VSS, LVM
+	// or the image provider), reads each volume in fixed blocks and streams
+	// the blocks whose hash differs from the baseline, then releases the
+	// snapshot. Protocol version 2. docs/backup.md describes the exchange.
+	Backup(*BackupRequest, grpc.ServerStreamingServer[BackupData]) error
+	// ConfirmBackup tells the agent that the appliance holds the recovery
+	// point of a backup: the block hashes the agent read in that backup
+	// become the baseline of the next one. Protocol version 2.
+	ConfirmBackup(context.Context, *ConfirmBackupRequest) (*ConfirmBackupResponse, error)
 	mustEmbedUnimplementedAgentServiceServer()
 }
 
@@ -181,6 +230,12 @@ func (UnimplementedAgentServiceServer) ListWriters(context.Context, *ListWriters
 }
 func (UnimplementedAgentServiceServer) SpeedTest(*SpeedTestRequest, grpc.ServerStreamingServer[SpeedTestData]) error {
 	return status.Error(codes.Unimplemented, "method SpeedTest not implemented")
+}
+func (UnimplementedAgentServiceServer) Backup(*BackupRequest, grpc.ServerStreamingServer[BackupData]) error {
+	return status.Error(codes.Unimplemented, "method Backup not implemented")
+}
+func (UnimplementedAgentServiceServer) ConfirmBackup(context.Context, *ConfirmBackupRequest) (*ConfirmBackupResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ConfirmBackup not implemented")
 }
 func (UnimplementedAgentServiceServer) mustEmbedUnimplementedAgentServiceServer() {}
 func (UnimplementedAgentServiceServer) testEmbeddedByValue()                      {}
@@ -304,6 +359,35 @@ func _AgentService_SpeedTest_Handler(srv interface{}, stream grpc.ServerStream) 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AgentService_SpeedTestServer = grpc.ServerStreamingServer[SpeedTestData]
 
+func _AgentService_Backup_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(BackupRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AgentServiceServer).Backup(m, &grpc.GenericServerStream[BackupRequest, BackupData]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AgentService_BackupServer = grpc.ServerStreamingServer[BackupData]
+
+func _AgentService_ConfirmBackup_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ConfirmBackupRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServiceServer).ConfirmBackup(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentService_ConfirmBackup_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServiceServer).ConfirmBackup(ctx, req.(*ConfirmBackupRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AgentService_ServiceDesc is the grpc.ServiceDesc for AgentService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -331,11 +415,20 @@ var AgentService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "ListWriters",
 			Handler:    _AgentService_ListWriters_Handler,
 		},
+		{
+			MethodName: "ConfirmBackup",
+			Handler:    _AgentService_ConfirmBackup_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
 			StreamName:    "SpeedTest",
 			Handler:       _AgentService_SpeedTest_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "Backup",
+			Handler:       _AgentService_Backup_Handler,
 			ServerStreams: true,
 		},
 	},
