@@ -1,0 +1,102 @@
+package agentv1
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"hash"
+	"sync"
+)
+
+// Block sizes of a Backup (BackupRequest.block_size).
+const (
+	DefaultBlockSize = 64 << 10
+	MinBlockSize     = 4 << 10
+	MaxBlockSize     = 4 << 20
+)
+
+// HashSize is the size of a block hash and of a manifest (SHA-256).
+const HashSize = sha256.Size
+
+// BlockSize returns the block size a BackupRequest asks for: size, or
+// DefaultBlockSize for 0. It fails unless size is a power of two from
+// MinBlockSize to MaxBlockSize.
+func BlockSize(size uint32) (int, error) {
+	if size == 0 {
+		return DefaultBlockSize, nil
+	}
+	if size < MinBlockSize || size > MaxBlockSize || size&(size-1) != 0 {
+		return 0, fmt.Errorf("block size %d: want a power of two from %d to %d", size, MinBlockSize, MaxBlockSize)
+	}
+	return int(size), nil
+}
+
+// Blocks is the number of blocks of a volume of size bytes.
+func Blocks(size int64, blockSize int) int64 {
+	return (size + int64(blockSize) - 1) / int64(blockSize)
+}
+
+// BlockLength is the length of block index of a volume of size bytes: the
+// block size, or less for the last block.
+func BlockLength(size int64, blockSize int, index int64) int {
+	return int(min(int64(blockSize), size-index*int64(blockSize)))
+}
+
+// BlockHash is the hash of a block's bytes (Block.hash).
+func BlockHash(b []byte) [HashSize]byte { return sha256.Sum256(b) }
+
+var zeroHashes sync.Map // length → [HashSize]byte
+
+// ZeroHash is the hash of n zero bytes: the hash of a zero block.
+func ZeroHash(n int) [HashSize]byte {
+	if h, ok := zeroHashes.Load(n); ok {
+		return h.([HashSize]byte)
+	}
+	h := sha256.Sum256(make([]byte, n))
+	zeroHashes.Store(n, h)
+	return h
+}
+
+// IsZero reports whether b is all zeros.
+func IsZero(b []byte) bool {
+	// Eight bytes at a time; the compiler does not vectorise a byte loop.
+	for len(b) >= 8 {
+		if b[0]|b[1]|b[2]|b[3]|b[4]|b[5]|b[6]|b[7] != 0 {
+			return false
+		}
+		b = b[8:]
+	}
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// Manifest computes a volume's manifest: the SHA-256 of the hashes of all
+// of its blocks in index order (VolumeEnd.manifest). Add the hash of every
+// block, zero blocks included, then Sum. The zero Manifest is ready to use.
+type Manifest struct {
+	h      hash.Hash
+	blocks int64
+}
+
+// Add adds the hash of the next block.
+func (m *Manifest) Add(blockHash []byte) {
+	if m.h == nil {
+		m.h = sha256.New()
+	}
+	m.h.Write(blockHash)
+	m.blocks++
+}
+
+// Blocks is the number of hashes added.
+func (m *Manifest) Blocks() int64 { return m.blocks }
+
+// Sum is the manifest of the hashes added so far.
+func (m *Manifest) Sum() []byte {
+	if m.h == nil {
+		m.h = sha256.New()
+	}
+	return m.h.Sum(nil)
+}
