@@ -41,8 +41,8 @@ func BlockLength(size int64, blockSize int, index int64) int {
 	return int(min(int64(blockSize), size-index*int64(blockSize)))
 }
 
-// BlockHash is the hash of a block's bytes (Block.hash).
-func BlockHash(b []byte) [HashSize]byte { return sha256.Sum256(b) }
+// HashBlock is the hash of a block's bytes (Block.hash).
+func HashBlock(b []byte) [HashSize]byte { return sha256.Sum256(b) }
 
 var zeroHashes sync.Map // length → [HashSize]byte
 

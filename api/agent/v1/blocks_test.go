@@ -43,7 +43,7 @@ func TestBlocksAndLengths(t *testing.T) {
 func TestZeroHashAndIsZero(t *testing.T) {
 	for _, n := range []int{1, 7, 8, 9, 4096, 65536} {
 		z := make([]byte, n)
-		if agentv1.ZeroHash(n) != sha256.Sum256(z) || agentv1.ZeroHash(n) != agentv1.BlockHash(z) {
+		if agentv1.ZeroHash(n) != sha256.Sum256(z) || agentv1.ZeroHash(n) != agentv1.HashBlock(z) {
 			t.Errorf("ZeroHash(%d) is not the hash of %d zeros", n, n)
 		}
 		if !agentv1.IsZero(z) {
@@ -63,7 +63,7 @@ func TestManifestIsHashOfHashes(t *testing.T) {
 	var m agentv1.Manifest
 	var all []byte
 	for i := range 5 {
-		h := agentv1.BlockHash(bytes.Repeat([]byte{byte(i)}, 100))
+		h := agentv1.HashBlock(bytes.Repeat([]byte{byte(i)}, 100))
 		m.Add(h[:])
 		all = append(all, h[:]...)
 	}
