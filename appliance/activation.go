@@ -106,5 +106,14 @@ func dnsConfig(cfg Config) (resolve.Config, error) {
 	if rc.Timeout == 0 || rc.Timeout > 5*time.Second {
 		rc.Timeout = 2 * time.Second
 	}
+	if cfg.HostsFile != "" {
+		h, err := resolve.ReadHosts(cfg.HostsFile)
+		switch {
+		case err == nil:
+			rc.Hosts = h
+		case !errors.Is(err, fs.ErrNotExist):
+			return resolve.Config{}, err
+		}
+	}
 	return rc, nil
 }

@@ -57,6 +57,9 @@ type Config struct {
 	// the Resolve step of pairing.
 	DNSServers []string
 	DNSSearch  []string
+	// HostsFile is consulted before DNS, as the C library does ("hosts:
+	// files dns"); "" for none. A missing file is no error.
+	HostsFile string
 	Logger     *slog.Logger
 }
 

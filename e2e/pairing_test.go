@@ -18,8 +18,9 @@ import (
 // zone is a test DNS zone served on 127.0.0.1: name → IPv4 address, with
 // PTR records for the addresses.
 type zone struct {
-	mu sync.Mutex
-	a  map[string]string // FQDN → address
+	mu      sync.Mutex
+	a       map[string]string // FQDN → address
+	queries int               // questions answered
 }
 
 func (z *zone) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
@@ -29,6 +30,7 @@ func (z *zone) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	q := req.Question[0]
 	z.mu.Lock()
 	defer z.mu.Unlock()
+	z.queries++
 	found := false
 	for name, addr := range z.a {
 		switch {
@@ -213,5 +215,37 @@ func TestPairingByHostName(t *testing.T) {
 	if p := app.pair(t, map[string]any{"target": "down", "port": closed, "product_key": cairnappliance.DemoProductKey}); p.State != "failed" ||
 		p.step("connect").Code != "unreachable" || !strings.Contains(p.step("connect").Remedy, strconv.Itoa(closed)) {
 		t.Fatalf("not listening: %+v", p)
+	}
+}
+
+// TestPairingByHostsFile pairs by a name that only the appliance's hosts
+// file knows, as an operator would with an /etc/hosts entry: the resolve
+// step answers from the file, and DNS is not asked.
+func TestPairingByHostsFile(t *testing.T) {
+	z := &zone{a: map[string]string{}}
+	dnsAddr := startDNS(t, z)
+	hosts := filepath.Join(t.TempDir(), "hosts")
+	if err := os.WriteFile(hosts, []byte("127.0.0.1 localhost\n127.0.0.1 backup-target.lan backup-target\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a := start(t, "cairn-appliance", nil, nil, "-data", t.TempDir(), "-listen", "127.0.0.1:0", "-gateway", "",
+		"-dns", dnsAddr, "-hosts", hosts)
+	app := &appliance{proc: a, url: a.waitLog(`cairn appliance running"? url=(http://\S+)/`, 30*time.Second)[1]}
+	ag := start(t, "cairn-agent", nil, nil, "-state", t.TempDir(), "-listen", "127.0.0.1:0")
+	_, port, _ := net.SplitHostPort(ag.waitLog(`listening for the appliance \(direct mode\)"? addr=(\S+)`, 30*time.Second)[1])
+	portN, _ := strconv.Atoi(port)
+
+	p := app.pair(t, map[string]any{"target": "backup-target", "port": portN, "product_key": cairnappliance.DemoProductKey})
+	if p.State != "done" || p.AgentID != "backup-target" {
+		t.Fatalf("pairing %+v", p)
+	}
+	if s := p.step("resolve"); s.Status != "ok" || !strings.Contains(s.Detail, "hosts file "+hosts) {
+		t.Errorf("resolve: %+v", s)
+	}
+	z.mu.Lock()
+	asked := z.queries
+	z.mu.Unlock()
+	if asked != 0 {
+		t.Errorf("the DNS server was asked %d times for a name in the hosts file", asked)
 	}
 }

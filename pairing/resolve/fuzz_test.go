@@ -1,8 +1,10 @@
 package resolve
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 )
@@ -52,5 +54,23 @@ func FuzzResolve(f *testing.F) {
 		}
 		_ = e.Error()
 		_ = e.Remedy()
+	})
+}
+
+func FuzzParseHosts(f *testing.F) {
+	f.Add([]byte(hostsText))
+	f.Add([]byte("::ffff:127.0.0.1 mapped\n fe80::1%eth0 zoned\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		h, err := ParseHosts(bytes.NewReader(b))
+		if err != nil {
+			return
+		}
+		for name, addrs := range h.byName {
+			for _, ip := range addrs {
+				if !slices.Contains(h.names(ip), name) {
+					t.Fatalf("%s → %s, but not back", name, ip)
+				}
+			}
+		}
 	})
 }

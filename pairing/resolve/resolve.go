@@ -64,6 +64,10 @@ type Config struct {
 	Ndots    int           // resolv.conf semantics; 0 → 1
 	Timeout  time.Duration // per query; 0 → 2 s
 	Attempts int           // per server; 0 → 2
+	// Hosts, when set, is consulted before DNS, as the C library does
+	// with "hosts: files dns": a name it lists (as typed, or with a search
+	// domain) and an IP it lists are answered from it, without a query.
+	Hosts *Hosts
 }
 
 // Query is one exchange with one server, for the wizard's detail.
@@ -135,6 +139,10 @@ func (r *resolver) run(ctx context.Context, cfg Config, t string) *Error {
 			return &Error{Kind: KindBadTarget, Reason: reason}
 		}
 		r.res.Addrs = append(r.res.Addrs, ip)
+		r.cfg.Hosts = cfg.Hosts
+		if r.reverseFromHosts(ip) {
+			return nil
+		}
 		if err := r.setup(cfg); err != nil {
 			r.warn("reverse lookup skipped: " + err.Reason)
 			return nil
@@ -144,6 +152,12 @@ func (r *resolver) run(ctx context.Context, cfg Config, t string) *Error {
 	name, fqdn, reason := checkName(t)
 	if reason != "" {
 		return &Error{Kind: KindBadTarget, Reason: reason}
+	}
+	if cfg.Hosts != nil {
+		r.cfg.Hosts, r.cfg.Search, r.cfg.Ndots = cfg.Hosts, cfg.Search, max(cfg.Ndots, DefaultNdots)
+		if r.fromHosts(name, r.candidates(name, fqdn)) {
+			return nil
+		}
 	}
 	if err := r.setup(cfg); err != nil {
 		return err

@@ -662,3 +662,81 @@ func TestKindString(t *testing.T) {
 		t.Error(Kind(99).String())
 	}
 }
+
+const hostsText = `# comment
+127.0.0.1	localhost
+::1	localhost ip6-localhost
+127.0.1.7	pc7.lan.example pc7   # an alias
+not-an-ip	ignored
+127.0.1.8
+10.0.0.1	bad_name..
+`
+
+func TestParseHosts(t *testing.T) {
+	h, err := ParseHosts(strings.NewReader(hostsText))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		target string
+		addrs  []string
+		name   string
+		agree  bool
+	}{
+		{"localhost", []string{"127.0.0.1", "::1"}, "localhost.", true},
+		{"LOCALHOST.", []string{"127.0.0.1", "::1"}, "LOCALHOST.", true},
+		{"pc7", []string{"127.0.1.7"}, "pc7.", true},
+		{"pc7.lan.example", []string{"127.0.1.7"}, "pc7.lan.example.", true},
+	} {
+		// No DNS server at all: the hosts file must answer on its own.
+		res, err := Resolve(context.Background(), Config{Hosts: h}, tc.target)
+		if err != nil {
+			t.Errorf("%s: %v", tc.target, err)
+			continue
+		}
+		var got []string
+		for _, a := range res.Addrs {
+			got = append(got, a.String())
+		}
+		if !slices.Equal(got, tc.addrs) || res.Name != tc.name || res.ForwardReverseAgree != tc.agree ||
+			!strings.HasPrefix(res.Server, hostsPrefix) || len(res.Queries) != 1 || res.Queries[0].Net != "file" {
+			t.Errorf("%s: addrs %v name %q agree %v server %q queries %+v; want %v %q %v from the hosts file",
+				tc.target, got, res.Name, res.ForwardReverseAgree, res.Server, res.Queries, tc.addrs, tc.name, tc.agree)
+		}
+	}
+	res, err := Resolve(context.Background(), Config{Hosts: h}, "127.0.1.7")
+	if err != nil || !slices.Equal(res.PTR, []string{"pc7.lan.example.", "pc7."}) || res.Name != "pc7.lan.example." {
+		t.Errorf("reverse of 127.0.1.7: %+v, %v", res, err)
+	}
+	// A name the file does not list goes to DNS: here there is none.
+	if _, err := Resolve(context.Background(), Config{Hosts: h}, "ignored"); err == nil {
+		t.Error("a name missing from the hosts file resolved without DNS")
+	}
+}
+
+func TestHostsFileBeforeDNS(t *testing.T) {
+	// The DNS server says NXDOMAIN for everything; the hosts file wins.
+	nx := &rcodeHandler{rcode: dns.RcodeNameError}
+	srv := startServer(t, nx)
+	path := filepath.Join(t.TempDir(), "hosts")
+	if err := os.WriteFile(path, []byte(hostsText), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h, err := ReadHosts(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := Resolve(context.Background(), Config{Servers: []string{srv}, Hosts: h}, "pc7")
+	if err != nil || res.Server != hostsPrefix+" "+path {
+		t.Fatalf("pc7: %+v, %v", res, err)
+	}
+	if n := nx.n.Load(); n != 0 {
+		t.Fatalf("%d DNS queries for a name in the hosts file, want none", n)
+	}
+	if _, err := Resolve(context.Background(), Config{Servers: []string{srv}, Hosts: h}, "elsewhere"); err == nil {
+		t.Fatal("elsewhere resolved though DNS says NXDOMAIN")
+	}
+	if _, err := ReadHosts(filepath.Join(t.TempDir(), "missing")); err == nil {
+		t.Fatal("ReadHosts of a missing file succeeded")
+	}
+}
