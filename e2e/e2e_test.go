@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -29,10 +30,18 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	bin = dir
+	flag.Parse()
+	// Tests run the programs built with the race detector; benchmarks
+	// measure them as they ship.
+	race := []string{"-race"}
+	if f := flag.Lookup("test.bench"); f != nil && f.Value.String() != "" {
+		race = nil
+	}
 	code := func() int {
 		defer os.RemoveAll(dir)
 		for _, cmd := range []string{"cairn-appliance", "cairn-agent", "cairn-activation"} {
-			build := exec.Command("go", "build", "-race", "-o", filepath.Join(dir, cmd), "../cmd/"+cmd)
+			args := append(append([]string{"build"}, race...), "-o", filepath.Join(dir, cmd), "../cmd/"+cmd)
+			build := exec.Command("go", args...)
 			build.Stdout, build.Stderr = os.Stderr, os.Stderr
 			if err := build.Run(); err != nil {
 				fmt.Fprintln(os.Stderr, "build", cmd+":", err)
@@ -46,7 +55,7 @@ func TestMain(m *testing.M) {
 
 // proc is a running binary whose log lines are watched.
 type proc struct {
-	t    *testing.T
+	t    testing.TB
 	name string
 	cmd  *exec.Cmd
 	mu   sync.Mutex
@@ -57,7 +66,7 @@ type proc struct {
 
 // start runs a binary (copied into dir when dir is not "", so that it
 // finds agent.conf next to itself); it is killed when the test ends.
-func start(t *testing.T, name string, env []string, wrap []string, args ...string) *proc {
+func start(t testing.TB, name string, env []string, wrap []string, args ...string) *proc {
 	t.Helper()
 	path := filepath.Join(bin, name)
 	argv := append(append([]string{}, wrap...), path)
@@ -138,7 +147,7 @@ type appliance struct {
 	url, gateway string
 }
 
-func startAppliance(t *testing.T, data, gateway string) *appliance {
+func startAppliance(t testing.TB, data, gateway string) *appliance {
 	t.Helper()
 	p := start(t, "cairn-appliance", nil, nil, "-data", data, "-listen", "127.0.0.1:0", "-gateway", gateway, "-name", "test-appliance")
 	url := p.waitLog(`cairn appliance running"? url=(http://\S+)/`, 30*time.Second)[1]
@@ -146,7 +155,7 @@ func startAppliance(t *testing.T, data, gateway string) *appliance {
 	return &appliance{proc: p, url: url, gateway: gw}
 }
 
-func (a *appliance) get(t *testing.T, path string, out any) int {
+func (a *appliance) get(t testing.TB, path string, out any) int {
 	t.Helper()
 	resp, err := http.Get(a.url + path)
 	if err != nil {
@@ -162,7 +171,7 @@ func (a *appliance) get(t *testing.T, path string, out any) int {
 	return resp.StatusCode
 }
 
-func (a *appliance) post(t *testing.T, path string, body, out any) int {
+func (a *appliance) post(t testing.TB, path string, body, out any) int {
 	t.Helper()
 	b, _ := json.Marshal(body)
 	resp, err := http.Post(a.url+path, "application/json", bytes.NewReader(b))
@@ -198,7 +207,7 @@ type agentInfo struct {
 
 // waitConnected polls the appliance's agent list (bounded in time) until
 // the agent is connected.
-func (a *appliance) waitConnected(t *testing.T, id string, timeout time.Duration) agentInfo {
+func (a *appliance) waitConnected(t testing.TB, id string, timeout time.Duration) agentInfo {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
