@@ -124,7 +124,8 @@ func checkString(s string) error {
 
 // Serve accepts NBD clients on ln until ctx ends or ln fails. It closes ln
 // and every connection it accepted before it returns, and returns nil when
-// ctx ended.
+// ctx ended. Once it has returned no read of an export's Data is running,
+// so the caller may release the volume.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	var wg sync.WaitGroup
 	defer wg.Wait() // runs last: after cancel has closed every connection
@@ -202,8 +203,9 @@ func Start(ctx context.Context, addr string, cfg Config, exports ...Export) (*Ru
 func (r *Running) Addr() net.Addr { return r.addr }
 
 // Stop ends the server, closing its listener and connections, and waits
-// for it. It returns the error that stopped the server before, if any;
-// calling it again returns the same.
+// for it: once it returns no read of an export's Data is running. It
+// returns the error that had stopped the server already, if any (nil when
+// Stop or ctx ended it); calling it again returns the same.
 func (r *Running) Stop() error {
 	r.cancel()
 	<-r.done

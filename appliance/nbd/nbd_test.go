@@ -591,6 +591,20 @@ func TestStartStop(t *testing.T) {
 		t.Error("still listening after Stop")
 	}
 
+	// Its context ending stops it too.
+	ctx, cancel := context.WithCancel(t.Context())
+	r, err = Start(ctx, "127.0.0.1:0", Config{}, export("disk", []byte("data")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c = dial(t, r.Addr().String())
+	c.attach("disk")
+	cancel()
+	c.closed()
+	if err := r.Stop(); err != nil {
+		t.Fatalf("Stop after the context ended: %v", err)
+	}
+
 	if _, err := Start(t.Context(), "127.0.0.1:0", Config{}); err == nil {
 		t.Error("Start with no exports succeeded")
 	}
