@@ -1,6 +1,6 @@
 // Package nbd serves volume images read-only over the Network Block Device
 // protocol, so that an operator can attach a recovery point's volume with
-// an ordinary NBD client (nbd-client, qemu-nbd, nbdcopy, nbdfuse) and mount
+// an ordinary NBD client (nbd-client, qemu-img, nbdcopy, nbdfuse) and mount
 // it. It speaks the fixed newstyle handshake (NBD_OPT_EXPORT_NAME, GO, INFO,
 // LIST, ABORT) and simple replies only; every write-type command fails with
 // EPERM. The protocol is described in the NBD project's doc/proto.md.
