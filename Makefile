@@ -18,7 +18,8 @@ help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 deps: ## install what building and testing need (Debian packages)
-	@command -v gcc >/dev/null && command -v ip >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libc6-dev iproute2; }
+	@command -v gcc >/dev/null && command -v ip >/dev/null && command -v nbdinfo >/dev/null && command -v nbdcopy >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libc6-dev iproute2 libnbd-bin; }
 
 build: ## build the programs into bin/
 	$(GO) build -o bin/ ./cmd/...
