@@ -498,8 +498,11 @@ func TestConfirmAdoptsOnlyMatchingManifest(t *testing.T) {
 	if err != nil || !ok || !bytes.Equal(h.Manifest[:], m) || h.JobID != "job-1" {
 		t.Fatalf("baseline = %+v, %v, %v", h, ok, err)
 	}
-	if confirm(t, s, "job-1", im.path, m) {
-		t.Error("second confirmation adopted again")
+	if !confirm(t, s, "job-1", im.path, m) {
+		t.Error("second confirmation not reported as adopted")
+	}
+	if confirm(t, s, "job-1", im.path, other[:]) {
+		t.Error("confirmation with another manifest reported as adopted")
 	}
 }
 

@@ -218,14 +218,17 @@ func (s *Store) Baseline(volumeID string) (h Header, ok bool, err error) {
 
 // Confirm adopts the pending state of a job as the volume's baseline if
 // its manifest is manifest, and removes the volume's other pending
-// states. It reports whether it adopted.
+// states. It reports whether the job's state is the baseline now (true
+// again for a confirmation sent twice).
 func (s *Store) Confirm(jobID, volumeID string, manifest []byte) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	path := s.pendingPath(volumeID, jobID)
 	h, err := pendingHeader(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return false, nil
+		// Adopted already (a ConfirmBackup sent again)?
+		b, ok, err := s.Baseline(volumeID)
+		return err == nil && ok && b.JobID == jobID && bytes.Equal(b.Manifest[:], manifest), nil
 	}
 	if err != nil {
 		return false, fmt.Errorf("read pending state of job %q: %w", jobID, err)
