@@ -26,8 +26,4 @@ func listWriters(ctx context.Context) *agentv1.ListWritersResponse {
 	return resp
 }
 
-// listVolumes is not implemented on Windows yet: the backup issue brings
-// the volume enumeration with the VSS snapshot provider.
-func listVolumes(context.Context) ([]*agentv1.Volume, error) { return nil, nil }
-
 func osDescription() string { return "Windows" }
