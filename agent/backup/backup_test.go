@@ -620,3 +620,36 @@ func TestReaderMemoryIndependentOfSize(t *testing.T) {
 		t.Errorf("allocated %d KiB for 64 MiB against %d KiB for 4 MiB", large>>10, small>>10)
 	}
 }
+
+func TestProgressReported(t *testing.T) {
+	im := newImage(t, 4<<20, 11)
+	s := newStore(t)
+	f, _ := os.Open(im.path)
+	defer f.Close()
+	var got []*agentv1.BackupProgress
+	send := func(m *agentv1.BackupData) error {
+		if m.GetProgress() != nil {
+			got = append(got, m.GetProgress())
+		}
+		return nil
+	}
+	total := uint64(3 * len(im.data))       // as if two more volumes followed
+	pr := &Progress{Total: total, Every: 1} // due at every read unit
+	end, err := s.Backup(context.Background(), Request{JobID: "job-1", BlockSize: bs, Source: f, Size: int64(len(im.data)), Send: send,
+		Volume: &agentv1.BackupVolume{VolumeId: im.path}, Progress: pr, Tuning: Tuning{ReadUnit: 1 << 20}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) < 3 {
+		t.Fatalf("%d progress reports for 4 read units", len(got))
+	}
+	for i, p := range got {
+		if p.GetBytesTotal() != total || (i > 0 && p.GetBytesRead() < got[i-1].GetBytesRead()) {
+			t.Errorf("progress %d: %v after %v", i, p, got[max(0, i-1)])
+		}
+	}
+	last := got[len(got)-1]
+	if last.GetBytesRead() != uint64(len(im.data)) || last.GetBytesSent() != end.GetBytesSent() {
+		t.Errorf("last progress %v, want %d read, %d sent", last, len(im.data), end.GetBytesSent())
+	}
+}
