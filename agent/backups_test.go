@@ -308,3 +308,46 @@ func TestMountedDeviceWithoutSnapshotRefused(t *testing.T) {
 		t.Errorf("error %v after %q", st, ran)
 	}
 }
+
+// TestBackupTwoVolumes: volumes are read one after the other, each between
+// its begin and end, in the order requested.
+func TestBackupTwoVolumes(t *testing.T) {
+	other := filepath.Join(t.TempDir(), "other.img")
+	otherData := bytes.Repeat([]byte("second volume "), 100000)
+	if err := os.WriteFile(other, otherData, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	img, data, c, _ := pairedImageAgent(t, 2<<20, Config{Volumes: []string{other}})
+	st, err := c.Backup(ctxT(t), &agentv1.BackupRequest{JobId: "1", BlockSize: 4096,
+		Volumes: []*agentv1.BackupVolume{{VolumeId: img}, {VolumeId: other}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var events []string
+	var last *agentv1.BackupProgress
+	for {
+		m, err := st.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b := m.GetBegin(); b != nil {
+			events = append(events, "begin "+b.GetVolumeId())
+		}
+		if e := m.GetEnd(); e != nil {
+			events = append(events, "end "+e.GetVolumeId())
+		}
+		if m.GetProgress() != nil {
+			last = m.GetProgress()
+		}
+	}
+	want := []string{"begin " + img, "end " + img, "begin " + other, "end " + other}
+	if strings.Join(events, "\n") != strings.Join(want, "\n") {
+		t.Errorf("stream:\n%s\nwant:\n%s", strings.Join(events, "\n"), strings.Join(want, "\n"))
+	}
+	if total := uint64(len(data) + len(otherData)); last.GetBytesRead() != total || last.GetBytesTotal() != total {
+		t.Errorf("last progress %v, want %d bytes read of %d", last, total, total)
+	}
+}
