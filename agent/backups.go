@@ -165,7 +165,8 @@ func (a *Agent) backupVolume(ctx context.Context, job string, v *agentv1.BackupV
 		if err != nil {
 			a.log.Warn("post script failed", "job", job, "volume", id, "err", err)
 		} else if a.cfg.PostScript != "" {
-			a.log.Info("post script done", "job", job, "volume", id, "output", out)
+			a.log.Info("post script done", "job", job, "volume", id)
+			a.log.Debug("post script output", "job", job, "volume", id, "output", out)
 		}
 	}
 	p, err := a.provider(ctx, id)
@@ -182,7 +183,8 @@ func (a *Agent) backupVolume(ctx context.Context, job string, v *agentv1.BackupV
 	if out, err := a.script(a.cfg.PreScript).Run(ctx, "pre", env...); err != nil {
 		return err
 	} else if a.cfg.PreScript != "" {
-		a.log.Info("pre script done", "job", job, "volume", id, "output", out)
+		a.log.Info("pre script done", "job", job, "volume", id)
+		a.log.Debug("pre script output", "job", job, "volume", id, "output", out)
 	}
 	snap, err := p.Snapshot(ctx, id, job)
 	if err != nil {

@@ -71,14 +71,14 @@ func (p *Progress) proto() *agentv1.BackupProgress {
 
 // Reasons for a full read (VolumeBegin.reason).
 const (
-	ReasonFullRequested  = "full read requested"
-	ReasonNoRecoveryPt   = "the appliance has no recovery point of this volume"
-	ReasonNoBaseline     = "no baseline"
-	ReasonMismatch       = "baseline does not match the appliance's recovery point"
-	ReasonSizeChanged    = "volume size changed"
-	ReasonBlockSize      = "block size changed"
-	reasonDamagedPrefix  = "baseline state unusable: "
-	reasonAdoptedLogNote = "adopted the pending state of an unconfirmed backup"
+	ReasonFullRequested   = "full read requested"
+	ReasonNoRecoveryPoint = "the appliance has no recovery point of this volume"
+	ReasonNoBaseline      = "no baseline"
+	ReasonMismatch        = "baseline does not match the appliance's recovery point"
+	ReasonSizeChanged     = "volume size changed"
+	ReasonBlockSize       = "block size changed"
+	// ReasonDamaged is followed by what is wrong with the state file.
+	ReasonDamaged = "baseline state unusable: "
 )
 
 // Backup reads one volume: it sends VolumeBegin, the blocks, and VolumeEnd
@@ -156,7 +156,7 @@ func (s *Store) plan(volID string, r Request, log *slog.Logger) (*baseline, stri
 		return nil, "", err
 	}
 	if adopted {
-		log.Info(reasonAdoptedLogNote, "volume", volID, "job", r.JobID)
+		log.Info("adopted the state of a backup whose confirmation was lost", "volume", volID, "job", r.JobID)
 	}
 	if err := s.removePending(volID, ""); err != nil {
 		return nil, "", fmt.Errorf("remove stale backup state: %w", err)
@@ -165,7 +165,7 @@ func (s *Store) plan(volID string, r Request, log *slog.Logger) (*baseline, stri
 	case r.Volume.GetFull():
 		return nil, ReasonFullRequested, nil
 	case len(want) == 0:
-		return nil, ReasonNoRecoveryPt, nil
+		return nil, ReasonNoRecoveryPoint, nil
 	}
 	base, err := s.openBaseline(volID)
 	switch {
@@ -173,7 +173,7 @@ func (s *Store) plan(volID string, r Request, log *slog.Logger) (*baseline, stri
 		return nil, ReasonNoBaseline, nil
 	case err != nil:
 		log.Warn("baseline state unusable; reading the whole volume", "volume", volID, "err", err)
-		return nil, reasonDamagedPrefix + err.Error(), nil
+		return nil, ReasonDamaged + err.Error(), nil
 	}
 	var reason string
 	switch {

@@ -225,7 +225,7 @@ func TestFullReadReconstructsImage(t *testing.T) {
 	im := newImage(t, 16<<20+5000, 1) // a short last block
 	s := newStore(t)
 	st := backup(t, s, im, "job-1", &agentv1.BackupVolume{})
-	if st.begin.GetIncremental() || st.begin.GetReason() != ReasonNoRecoveryPt || st.begin.GetProvider() != "image" ||
+	if st.begin.GetIncremental() || st.begin.GetReason() != ReasonNoRecoveryPoint || st.begin.GetProvider() != "image" ||
 		st.begin.GetSizeBytes() != uint64(len(im.data)) || st.begin.GetBlockSize() != bs {
 		t.Errorf("begin = %v", st.begin)
 	}
@@ -342,7 +342,7 @@ func TestFullReadWhenBaselineUnusable(t *testing.T) {
 			other := sha256.Sum256(m)
 			return &agentv1.BackupVolume{BaseManifest: other[:]}
 		}},
-		{name: "no recovery point", reason: ReasonNoRecoveryPt, vol: func([]byte) *agentv1.BackupVolume { return &agentv1.BackupVolume{} }},
+		{name: "no recovery point", reason: ReasonNoRecoveryPoint, vol: func([]byte) *agentv1.BackupVolume { return &agentv1.BackupVolume{} }},
 		{name: "full requested", reason: ReasonFullRequested, vol: func(m []byte) *agentv1.BackupVolume {
 			return &agentv1.BackupVolume{BaseManifest: m, Full: true}
 		}},
@@ -351,19 +351,19 @@ func TestFullReadWhenBaselineUnusable(t *testing.T) {
 				t.Fatal(err)
 			}
 		}},
-		{name: "hash flipped", reason: reasonDamagedPrefix, damage: func(t *testing.T, s *Store, im *image) {
+		{name: "hash flipped", reason: ReasonDamaged, damage: func(t *testing.T, s *Store, im *image) {
 			flip(t, s.baselinePath(im.path), -40)
 		}},
-		{name: "header flipped", reason: reasonDamagedPrefix, damage: func(t *testing.T, s *Store, im *image) {
+		{name: "header flipped", reason: ReasonDamaged, damage: func(t *testing.T, s *Store, im *image) {
 			flip(t, s.baselinePath(im.path), 20)
 		}},
-		{name: "truncated", reason: reasonDamagedPrefix, damage: func(t *testing.T, s *Store, im *image) {
+		{name: "truncated", reason: ReasonDamaged, damage: func(t *testing.T, s *Store, im *image) {
 			st, _ := os.Stat(s.baselinePath(im.path))
 			if err := os.Truncate(s.baselinePath(im.path), st.Size()-32); err != nil {
 				t.Fatal(err)
 			}
 		}},
-		{name: "empty", reason: reasonDamagedPrefix, damage: func(t *testing.T, s *Store, im *image) {
+		{name: "empty", reason: ReasonDamaged, damage: func(t *testing.T, s *Store, im *image) {
 			if err := os.Truncate(s.baselinePath(im.path), 0); err != nil {
 				t.Fatal(err)
 			}

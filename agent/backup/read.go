@@ -41,8 +41,8 @@ const (
 	maxMessage = 1<<20 - 1<<10
 	// blockOverhead is a generous size of one encoded Block in a message.
 	blockOverhead = 64
-	// compressedEnough: a block is sent compressed only if that saves at
-	// least 3%.
+	// compressedPercent: a block is sent compressed only if that saves at
+	// least 3%, else raw.
 	compressedPercent = 97
 )
 
@@ -112,12 +112,15 @@ func (p *pipeline) run(ctx context.Context) (*agentv1.VolumeEnd, error) {
 	defer cancel()
 	units := (p.blocks + int64(p.perUnit) - 1) / int64(p.perUnit)
 	free := make(chan *unit, p.t.InFlight)
-	enc, err := zstd.NewWriter(nil, encoderOptions...)
-	if err != nil {
-		return nil, fmt.Errorf("zstd: %w", err)
+	encs := make([]*zstd.Encoder, p.t.Workers) // one per worker, reused
+	for i := range encs {
+		var err error
+		if encs[i], err = zstd.NewWriter(nil, encoderOptions...); err != nil {
+			return nil, fmt.Errorf("zstd: %w", err)
+		}
+		defer encs[i].Close()
 	}
-	maxOut := p.perUnit * enc.MaxEncodedSize(p.bs)
-	enc.Close()
+	maxOut := p.perUnit * encs[0].MaxEncodedSize(p.bs)
 	for range p.t.InFlight {
 		u := &unit{raw: make([]byte, p.t.ReadUnit), out: make([]byte, 0, maxOut),
 			hashes: make([]byte, p.perUnit*agentv1.HashSize)}
@@ -136,15 +139,10 @@ func (p *pipeline) run(ctx context.Context) (*agentv1.VolumeEnd, error) {
 		p.dispatch(ctx, units, free, work, done)
 	}()
 	var workers sync.WaitGroup
-	for range p.t.Workers {
+	for _, enc := range encs {
 		workers.Add(1)
 		go func() {
 			defer workers.Done()
-			enc, err := zstd.NewWriter(nil, encoderOptions...)
-			if err != nil {
-				panic(err) // the options are constant
-			}
-			defer enc.Close()
 			for u := range work {
 				if ctx.Err() == nil {
 					p.process(u, enc)
