@@ -653,3 +653,19 @@ func TestProgressReported(t *testing.T) {
 		t.Errorf("last progress %v, want %d read, %d sent", last, len(im.data), end.GetBytesSent())
 	}
 }
+
+func TestEmptyVolume(t *testing.T) {
+	im := newImage(t, 0, 12)
+	s := newStore(t)
+	st := backup(t, s, im, "job-1", &agentv1.BackupVolume{})
+	if len(st.blocks) != 0 || st.end.GetBlocks() != 0 {
+		t.Errorf("empty volume: %d blocks sent, end %v", len(st.blocks), st.end)
+	}
+	if !confirm(t, s, "job-1", im.path, st.end.GetManifest()) {
+		t.Fatal("not adopted")
+	}
+	st = backup(t, s, im, "job-2", &agentv1.BackupVolume{BaseManifest: st.end.GetManifest()})
+	if !st.begin.GetIncremental() || len(st.blocks) != 0 {
+		t.Errorf("second read: %v, %d blocks", st.begin, len(st.blocks))
+	}
+}

@@ -2,6 +2,7 @@ package backup
 
 import (
 	"bytes"
+	"fmt"
 	"testing"
 )
 
@@ -40,4 +41,18 @@ func TestHeaderRoundTrip(t *testing.T) {
 			t.Errorf("ParseHeader accepted %+v", bad)
 		}
 	}
+}
+
+// The header of a state file: a 1 MiB + 5 bytes volume in 64 KiB blocks
+// (17 hashes follow it).
+func ExampleHeader_Marshal() {
+	h := Header{VolumeID: "/srv/disk.img", JobID: "42", Size: 1<<20 + 5, BlockSize: 64 << 10, Blocks: 17}
+	b := h.Marshal()
+	fmt.Printf("%d bytes\n%q\n% x\n", len(b), b[:8], b[8:32])
+	fmt.Printf("%q\n", b[64:len(b)-4])
+	// Output:
+	// 87 bytes
+	// "CAIRNBH1"
+	// 00 00 00 57 00 01 00 00 00 00 00 00 00 10 00 05 00 00 00 00 00 00 00 11
+	// "\x00\r/srv/disk.img\x00\x0242"
 }
