@@ -1,6 +1,9 @@
 // Package agent is the runtime of cairn-agent: its identity and pin of the
 // appliance, the direct-mode listener, the reverse-mode connection loop and
-// the agent API served on every session (see pairing/channel).
+// the agent API served on every session (see pairing/channel), backups
+// included: the choice of snapshot provider per volume (agent/snapshot),
+// the pre and post scripts (agent/script) and the block reader with its
+// change tracking (agent/backup).
 package agent
 
 import (
