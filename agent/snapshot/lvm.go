@@ -190,15 +190,22 @@ func (l *LVM) Snapshot(ctx context.Context, device, job string) (Snap, error) {
 		return nil, fmt.Errorf("%s is itself a snapshot", device)
 	}
 	name := SnapshotName(job, lv.Name)
-	if _, err := l.run(ctx, "lvcreate", "--snapshot", "--name", name, "--size", strconv.FormatInt(l.cowSize(lv.Size), 10)+"b",
-		"--yes", lv.VG+"/"+lv.Name); err != nil {
-		return nil, fmt.Errorf("snapshot %s: %w", device, err)
-	}
 	remove := func(ctx context.Context) error {
 		if _, err := l.run(ctx, "lvremove", "--force", "--yes", lv.VG+"/"+name); err != nil {
 			return fmt.Errorf("remove snapshot %s/%s: %w", lv.VG, name, err)
 		}
 		return nil
+	}
+	// A snapshot of this name is left by an agent that died while reading
+	// it (only one backup runs at a time): remove it.
+	if _, err := l.Lookup(ctx, lv.VG+"/"+name); err == nil {
+		if err := remove(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if _, err := l.run(ctx, "lvcreate", "--snapshot", "--name", name, "--size", strconv.FormatInt(l.cowSize(lv.Size), 10)+"b",
+		"--yes", lv.VG+"/"+lv.Name); err != nil {
+		return nil, fmt.Errorf("snapshot %s: %w", device, err)
 	}
 	dev := l.devicePath(lv.VG, name)
 	s, err := openFile(dev, true, remove)

@@ -106,6 +106,8 @@ type fakeLVM struct {
 	failOn  string
 	devDir  string
 	created string
+	// leftover: a snapshot of the job's name exists already.
+	leftover bool
 }
 
 func (f *fakeLVM) run(_ context.Context, name string, args ...string) ([]byte, error) {
@@ -116,6 +118,9 @@ func (f *fakeLVM) run(_ context.Context, name string, args ...string) ([]byte, e
 	}
 	switch name {
 	case "lvs":
+		if strings.Contains(cmd, "/cairn-") && !f.leftover {
+			return nil, &CommandError{Cmd: cmd, Stderr: "  Failed to find logical volume", Err: errors.New("exit status 5")}
+		}
 		return []byte(f.lvs), nil
 	case "lvcreate":
 		// A snapshot device appears, as the device mapper's name only.
@@ -128,26 +133,33 @@ func (f *fakeLVM) run(_ context.Context, name string, args ...string) ([]byte, e
 }
 
 func TestLVMCommands(t *testing.T) {
-	f := &fakeLVM{devDir: t.TempDir(),
-		lvs: "  LVM2_VG_NAME='data-vg' LVM2_LV_NAME='db.v2+x' LVM2_LV_SIZE='4294967296' LVM2_LV_ATTR='owi-aos---' LVM2_LV_PATH='/dev/data-vg/db.v2+x'\n"}
-	l := &LVM{Run: f.run, DevDir: f.devDir}
-	s, err := l.Snapshot(context.Background(), "/dev/mapper/data--vg-db.v2+x", "job/42")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s.Size() != 8192 || s.Device() != f.created || !s.PointInTime() {
-		t.Errorf("snapshot: size %d, device %s, point in time %v", s.Size(), s.Device(), s.PointInTime())
-	}
-	if err := s.Release(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	want := []string{
-		"lvs --noheadings --nameprefixes --units b --nosuffix -o vg_name,lv_name,lv_size,lv_attr,lv_path -- /dev/mapper/data--vg-db.v2+x",
-		"lvcreate --snapshot --name cairn-job_42-db.v2+x --size 859832320b --yes data-vg/db.v2+x",
-		"lvremove --force --yes data-vg/cairn-job_42-db.v2+x",
-	}
-	if strings.Join(f.cmds, "\n") != strings.Join(want, "\n") {
-		t.Errorf("commands:\n%s\nwant:\n%s", strings.Join(f.cmds, "\n"), strings.Join(want, "\n"))
+	const (
+		lookup  = "lvs --noheadings --nameprefixes --units b --nosuffix -o vg_name,lv_name,lv_size,lv_attr,lv_path -- /dev/mapper/data--vg-db.v2+x"
+		exists  = "lvs --noheadings --nameprefixes --units b --nosuffix -o vg_name,lv_name,lv_size,lv_attr,lv_path -- data-vg/cairn-job_42-db.v2+x"
+		create  = "lvcreate --snapshot --name cairn-job_42-db.v2+x --size 859832320b --yes data-vg/db.v2+x"
+		release = "lvremove --force --yes data-vg/cairn-job_42-db.v2+x"
+	)
+	for _, leftover := range []bool{false, true} {
+		f := &fakeLVM{devDir: t.TempDir(), leftover: leftover,
+			lvs: "  LVM2_VG_NAME='data-vg' LVM2_LV_NAME='db.v2+x' LVM2_LV_SIZE='4294967296' LVM2_LV_ATTR='owi-aos---' LVM2_LV_PATH='/dev/data-vg/db.v2+x'\n"}
+		l := &LVM{Run: f.run, DevDir: f.devDir}
+		s, err := l.Snapshot(context.Background(), "/dev/mapper/data--vg-db.v2+x", "job/42")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.Size() != 8192 || s.Device() != f.created || !s.PointInTime() {
+			t.Errorf("snapshot: size %d, device %s, point in time %v", s.Size(), s.Device(), s.PointInTime())
+		}
+		if err := s.Release(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		want := []string{lookup, exists, create, release}
+		if leftover { // the snapshot a dead agent left is removed first
+			want = []string{lookup, exists, release, create, release}
+		}
+		if strings.Join(f.cmds, "\n") != strings.Join(want, "\n") {
+			t.Errorf("leftover %v: commands:\n%s\nwant:\n%s", leftover, strings.Join(f.cmds, "\n"), strings.Join(want, "\n"))
+		}
 	}
 }
 
@@ -168,7 +180,7 @@ func TestLVMRefuses(t *testing.T) {
 	f = &fakeLVM{devDir: t.TempDir(), failOn: "lvcreate",
 		lvs: "LVM2_VG_NAME='vg' LVM2_LV_NAME='root' LVM2_LV_SIZE='1048576' LVM2_LV_ATTR='-wi-ao----' LVM2_LV_PATH=''\n"}
 	l = &LVM{Run: f.run, DevDir: f.devDir}
-	if _, err := l.Snapshot(context.Background(), "/dev/vg/root", "j"); err == nil || !strings.Contains(err.Error(), "lvcreate") || len(f.cmds) != 2 {
+	if _, err := l.Snapshot(context.Background(), "/dev/vg/root", "j"); err == nil || !strings.Contains(err.Error(), "lvcreate") || len(f.cmds) != 3 {
 		t.Errorf("failed lvcreate: %v, commands %q", err, f.cmds)
 	}
 }
