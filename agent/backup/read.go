@@ -280,6 +280,9 @@ func (p *pipeline) collect(ctx context.Context, units int64, free chan<- *unit, 
 			if u.err != nil {
 				return nil, u.err
 			}
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
 			hashes := u.hashes[:u.n*agentv1.HashSize]
 			if _, err := p.pend.w.Write(hashes); err != nil {
 				return nil, fmt.Errorf("write pending state: %w", err)
