@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -115,7 +116,7 @@ func TestBackupOverChannel(t *testing.T) {
 	dir := t.TempDir()
 	log := filepath.Join(dir, "scripts.log")
 	hook := filepath.Join(dir, "hook.sh")
-	os.WriteFile(hook, []byte("#!/bin/sh\necho \"$CAIRN_PHASE $CAIRN_JOB_ID ${CAIRN_RESULT:-}\" >> "+log+"\n"), 0o700)
+	shellScript(t, hook, "#!/bin/sh\necho \"$CAIRN_PHASE $CAIRN_JOB_ID ${CAIRN_RESULT:-}\" >> "+log+"\n")
 	img, data, c, ag := pairedImageAgent(t, 12<<20+4096, Config{PreScript: hook, PostScript: hook})
 	ctx := ctxT(t)
 
@@ -200,8 +201,8 @@ func TestBackupRefusesBadRequests(t *testing.T) {
 func TestBackupPreScriptFailure(t *testing.T) {
 	dir := t.TempDir()
 	pre, post, marker := filepath.Join(dir, "pre"), filepath.Join(dir, "post"), filepath.Join(dir, "post-ran")
-	os.WriteFile(pre, []byte("#!/bin/sh\necho cannot flush the database >&2\nexit 4\n"), 0o700)
-	os.WriteFile(post, []byte("#!/bin/sh\necho \"$CAIRN_RESULT\" > "+marker+"\n"), 0o700)
+	shellScript(t, pre, "#!/bin/sh\necho cannot flush the database >&2\nexit 4\n")
+	shellScript(t, post, "#!/bin/sh\necho \"$CAIRN_RESULT\" > "+marker+"\n")
 	img, _, c, ag := pairedImageAgent(t, 1<<20, Config{PreScript: pre, PostScript: post})
 	r := receive(t, c, &agentv1.BackupRequest{JobId: "1", Volumes: []*agentv1.BackupVolume{{VolumeId: img}}}, make([]byte, 1<<20))
 	wantCode(t, "Backup", r.err, codes.Aborted)
@@ -220,7 +221,7 @@ func TestBackupPreScriptFailure(t *testing.T) {
 func TestBackupOneAtATimeAndCancel(t *testing.T) {
 	dir := t.TempDir()
 	post, marker := filepath.Join(dir, "post"), filepath.Join(dir, "post-ran")
-	os.WriteFile(post, []byte("#!/bin/sh\necho \"$CAIRN_JOB_ID $CAIRN_RESULT\" >> "+marker+"\n"), 0o700)
+	shellScript(t, post, "#!/bin/sh\necho \"$CAIRN_JOB_ID $CAIRN_RESULT\" >> "+marker+"\n")
 	// 64 MiB: far more than the channel's windows hold, so the first
 	// backup is still sending while the appliance does not read.
 	img, data, c, ag := pairedImageAgent(t, 64<<20, Config{PostScript: post})
@@ -349,5 +350,16 @@ func TestBackupTwoVolumes(t *testing.T) {
 	}
 	if total := uint64(len(data) + len(otherData)); last.GetBytesRead() != total || last.GetBytesTotal() != total {
 		t.Errorf("last progress %v, want %d bytes read of %d", last, total, total)
+	}
+}
+
+// shellScript writes an executable shell script.
+func shellScript(t *testing.T, path, body string) {
+	t.Helper()
+	if runtime.GOOS == "windows" {
+		t.Skip("the test scripts are shell scripts")
+	}
+	if err := os.WriteFile(path, []byte(body), 0o700); err != nil {
+		t.Fatal(err)
 	}
 }
