@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/windows"
 
+	"github.com/cairnbackup/cairn/agent/snapshot"
 	agentv1 "github.com/cairnbackup/cairn/api/agent/v1"
 )
 
@@ -18,7 +19,7 @@ const maxVolumes = 1024
 
 // listVolumes lists the fixed volumes with a file system: the id is the
 // volume GUID path (\\?\Volume{GUID}\), which VSS snapshots; the size is
-// the file system's; the mount points are its drive letters and folders.
+// the volume device's; the mount points are its drive letters and folders.
 func listVolumes(context.Context) ([]*agentv1.Volume, error) {
 	buf := make([]uint16, windows.MAX_PATH+1)
 	h, err := windows.FindFirstVolume(&buf[0], uint32(len(buf)))
@@ -55,9 +56,15 @@ func volume(name string) *agentv1.Volume {
 		return nil // not mounted, or no file system
 	}
 	v := &agentv1.Volume{Id: name, Path: strings.TrimSuffix(name, `\`), Filesystem: windows.UTF16ToString(fs)}
-	var free, total, totalFree uint64
-	if windows.GetDiskFreeSpaceEx(p, &free, &total, &totalFree) == nil {
-		v.SizeBytes = total
+	// The volume device's size, which a backup reads (its shadow copy has
+	// the same); the file system's if the device cannot be opened.
+	if size, err := snapshot.Size(v.Path); err == nil {
+		v.SizeBytes = uint64(size)
+	} else {
+		var free, total, totalFree uint64
+		if windows.GetDiskFreeSpaceEx(p, &free, &total, &totalFree) == nil {
+			v.SizeBytes = total
+		}
 	}
 	paths := make([]uint16, 4096)
 	var n uint32

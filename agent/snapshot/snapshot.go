@@ -99,18 +99,20 @@ func Size(path string) (int64, error) {
 	return fileSize(f)
 }
 
-// fileSize is a regular file's length, or a device's, found by seeking to
-// its end (which block devices support on Linux and the BSDs).
+// fileSize is a regular file's length, or a device's: found by seeking to
+// its end on Unix (which block devices support on Linux and the BSDs), by
+// asking the device on Windows (where a volume device may not stat).
 func fileSize(f *os.File) (int64, error) {
 	st, err := f.Stat()
-	if err != nil {
-		return 0, err
-	}
-	if st.Mode().IsRegular() {
+	switch {
+	case err == nil && st.Mode().IsRegular():
 		return st.Size(), nil
-	}
-	if st.IsDir() {
+	case err == nil && st.IsDir():
 		return 0, errors.New("is a directory")
 	}
-	return deviceSize(f)
+	size, derr := deviceSize(f)
+	if derr != nil && err != nil {
+		return 0, errors.Join(err, derr)
+	}
+	return size, derr
 }
