@@ -6,6 +6,7 @@ require (
 	github.com/hashicorp/yamux v0.1.2
 	github.com/klauspost/compress v1.18.2
 	github.com/miekg/dns v1.1.72
+	github.com/mxk/go-vss v1.2.1
 	go.etcd.io/bbolt v1.4.3
 	golang.org/x/sys v0.39.0
 	google.golang.org/grpc v1.77.0
@@ -13,6 +14,7 @@ require (
 )
 
 require (
+	github.com/go-ole/go-ole v1.3.0 // indirect
 	golang.org/x/mod v0.31.0 // indirect
 	golang.org/x/net v0.48.0 // indirect
 	golang.org/x/sync v0.19.0 // indirect

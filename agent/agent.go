@@ -1,6 +1,9 @@
 // Package agent is the runtime of cairn-agent: its identity and pin of the
 // appliance, the direct-mode listener, the reverse-mode connection loop and
-// the agent API served on every session (see pairing/channel).
+// the agent API served on every session (see pairing/channel), backups
+// included: the choice of snapshot provider per volume (agent/snapshot),
+// the pre and post scripts (agent/script) and the block reader with its
+// change tracking (agent/backup).
 package agent
 
 import (
@@ -11,11 +14,15 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
 
+	"github.com/cairnbackup/cairn/agent/backup"
+	"github.com/cairnbackup/cairn/agent/snapshot"
 	agentv1 "github.com/cairnbackup/cairn/api/agent/v1"
 	"github.com/cairnbackup/cairn/pairing/channel"
 	"github.com/cairnbackup/cairn/pairing/identity"
@@ -32,6 +39,11 @@ type Agent struct {
 	log   *slog.Logger
 	id    *identity.Identity
 	state *state
+	// backups keeps the block hashes of backups (<state>/backup).
+	backups *backup.Store
+	// backingUp is set while a Backup runs: one at a time.
+	backingUp atomic.Bool
+	lvm       *snapshot.LVM
 }
 
 // New loads (or makes) the agent's identity in cfg.StateDir.
@@ -62,7 +74,33 @@ func New(cfg Config, logger *slog.Logger) (*Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("agent identity: %w", err)
 	}
-	return &Agent{cfg: cfg, log: logger, id: id, state: &state{dir: cfg.StateDir}}, nil
+	vols, err := absVolumes(cfg.Volumes)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Volumes = vols
+	store, err := backup.NewStore(filepath.Join(cfg.StateDir, "backup"))
+	if err != nil {
+		return nil, err
+	}
+	return &Agent{cfg: cfg, log: logger, id: id, state: &state{dir: cfg.StateDir}, backups: store, lvm: &snapshot.LVM{}}, nil
+}
+
+// absVolumes makes the configured volumes absolute and drops repeats.
+func absVolumes(vols []string) ([]string, error) {
+	var out []string
+	seen := make(map[string]bool)
+	for _, v := range vols {
+		abs, err := filepath.Abs(v)
+		if err != nil {
+			return nil, &ConfigError{Msg: fmt.Sprintf("volume %q: %v", v, err)}
+		}
+		if !seen[abs] {
+			seen[abs] = true
+			out = append(out, abs)
+		}
+	}
+	return out, nil
 }
 
 // Fingerprint is the agent's key fingerprint, which the operator compares
@@ -87,6 +125,13 @@ func (a *Agent) verify(peer identity.Fingerprint) error {
 func (a *Agent) Run(ctx context.Context) error {
 	a.log.Info("cairn-agent starting", "fingerprint", a.id.Fingerprint().String(), "short", a.id.Fingerprint().Short(),
 		"state", a.cfg.StateDir, "listen", a.cfg.Listen, "appliance", a.cfg.Appliance)
+	for _, v := range a.cfg.Volumes {
+		if size, err := snapshot.Size(v); err != nil {
+			a.log.Warn("image volume cannot be read", "volume", v, "err", err)
+		} else {
+			a.log.Info("image volume", "volume", v, "size", size)
+		}
+	}
 	if pin, ok, err := a.state.pin(); err != nil {
 		return err
 	} else if ok {

@@ -78,6 +78,13 @@ func gated(t *testing.T, c agentv1.AgentServiceClient, code codes.Code) {
 		_, err = st.Recv()
 	}
 	wantCode(t, "SpeedTest", err, code)
+	bst, err := c.Backup(ctx, &agentv1.BackupRequest{JobId: "1", Volumes: []*agentv1.BackupVolume{{VolumeId: "/dev/sda"}}})
+	if err == nil {
+		_, err = bst.Recv()
+	}
+	wantCode(t, "Backup", err, code)
+	_, err = c.ConfirmBackup(ctx, &agentv1.ConfirmBackupRequest{JobId: "1"})
+	wantCode(t, "ConfirmBackup", err, code)
 }
 
 // works checks that the agent API answers.

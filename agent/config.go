@@ -23,6 +23,9 @@ const (
 	EnvToken      = "CAIRN_AGENT_TOKEN"
 	EnvSetupToken = "CAIRN_SETUP_TOKEN"
 	EnvAppliance  = "CAIRN_APPLIANCE"
+	// EnvVolumes lists image volumes, comma-separated; it replaces the
+	// volume lines of agent.conf.
+	EnvVolumes = "CAIRN_AGENT_VOLUMES"
 )
 
 // ConfigFile is the name of the configuration file, read from the directory
@@ -54,6 +57,22 @@ type Config struct {
 	WritersFile string
 	// Version is reported in Hello.
 	Version string
+	// Volumes are image files or block devices to protect, read as is by
+	// the image provider (nothing may write to them during a backup, or a
+	// pre script must make sure of it). When set, ListVolumes reports
+	// exactly these (made absolute: the volume's id is its absolute path);
+	// otherwise the agent discovers volumes and snapshots them with VSS
+	// (Windows) or LVM (Linux).
+	Volumes []string
+	// PreScript and PostScript, when set, run around the snapshot of each
+	// volume of a backup (see agent/script for their environment). A pre
+	// script that fails or times out fails the backup with its output; the
+	// post script always runs: right after the snapshot is made when it is
+	// a point-in-time copy (LVM, VSS), after the volume was read otherwise
+	// (image), and also after a failure.
+	PreScript, PostScript string
+	// ScriptTimeout bounds each script; zero means script.DefaultTimeout.
+	ScriptTimeout time.Duration
 }
 
 // ConfigError is a configuration the agent cannot run with. The message
@@ -64,9 +83,15 @@ func (e *ConfigError) Error() string { return e.Msg }
 
 // FileConfig is what agent.conf and the environment say. agent.conf is
 // "key = value" lines; '#' starts a comment. Keys: token, setup_token,
-// appliance, listen, state_dir.
+// appliance, listen, state_dir; volume (an image file or block device to
+// protect, one per line, the key repeated for more); pre_script,
+// post_script (executables) and script_timeout (a Go duration, "90s").
 type FileConfig struct {
 	Token, SetupToken, Appliance, Listen, StateDir string
+	// Volumes are the volume lines, or CAIRN_AGENT_VOLUMES split at commas.
+	Volumes               []string
+	PreScript, PostScript string
+	ScriptTimeout         time.Duration
 	// Path is the agent.conf read, "" if there was none.
 	Path string
 }
@@ -106,6 +131,21 @@ func ReadFileConfig(dir string, getenv func(string) string) (FileConfig, error) 
 				fc.Listen = value
 			case "state_dir":
 				fc.StateDir = value
+			case "volume":
+				if value == "" {
+					return fc, &ConfigError{Msg: fmt.Sprintf("%s:%d: volume needs a path", path, n)}
+				}
+				fc.Volumes = append(fc.Volumes, value)
+			case "pre_script":
+				fc.PreScript = value
+			case "post_script":
+				fc.PostScript = value
+			case "script_timeout":
+				d, err := time.ParseDuration(value)
+				if err != nil || d <= 0 {
+					return fc, &ConfigError{Msg: fmt.Sprintf("%s:%d: script_timeout %q: want a duration such as 90s or 10m", path, n, value)}
+				}
+				fc.ScriptTimeout = d
 			default:
 				return fc, &ConfigError{Msg: fmt.Sprintf("%s:%d: unknown key %q", path, n, strings.TrimSpace(key))}
 			}
@@ -119,7 +159,22 @@ func ReadFileConfig(dir string, getenv func(string) string) (FileConfig, error) 
 			*dst = v
 		}
 	}
+	if v := strings.TrimSpace(getenv(EnvVolumes)); v != "" {
+		fc.Volumes = SplitVolumes(v)
+	}
 	return fc, nil
+}
+
+// SplitVolumes splits a comma-separated list of volumes, dropping empty
+// items.
+func SplitVolumes(s string) []string {
+	var out []string
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 // Tokens parses the configured tokens. A malformed token is a ConfigError

@@ -5,19 +5,36 @@ package agent
 import (
 	"context"
 	"os"
+	"os/exec"
 	"runtime"
 	"strings"
 
+	"github.com/cairnbackup/cairn/agent/snapshot"
 	agentv1 "github.com/cairnbackup/cairn/api/agent/v1"
 )
 
-// snapshotProvider names the snapshot provider: none yet off Windows (LVM
-// and file-system snapshots come with the backup issue).
-func snapshotProvider() string { return "none" }
+// platformProvider names the snapshot provider of discovered volumes: LVM
+// where its tools are installed.
+func platformProvider() string {
+	if _, err := exec.LookPath("lvs"); err == nil {
+		return "lvm"
+	}
+	return "none"
+}
+
+// platformSnapshot chooses the provider for a discovered volume: LVM if
+// the volume is a logical volume. Anything else is refused: reading a
+// mounted file system's device as is would not be consistent.
+func (a *Agent) platformSnapshot(ctx context.Context, volume string) (snapshot.Provider, error) {
+	if _, err := a.lvm.Lookup(ctx, volume); err != nil {
+		return nil, &noSnapshotError{volume: volume, err: err}
+	}
+	return a.lvm, nil
+}
 
 // listWriters: there are no VSS writers off Windows.
 func listWriters(context.Context) *agentv1.ListWritersResponse {
-	return &agentv1.ListWritersResponse{SnapshotProvider: snapshotProvider()}
+	return &agentv1.ListWritersResponse{}
 }
 
 // osDescription is PRETTY_NAME from os-release where there is one.

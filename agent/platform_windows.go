@@ -3,11 +3,17 @@ package agent
 import (
 	"context"
 
+	"github.com/cairnbackup/cairn/agent/snapshot"
 	"github.com/cairnbackup/cairn/agent/vss"
 	agentv1 "github.com/cairnbackup/cairn/api/agent/v1"
 )
 
-func snapshotProvider() string { return "vss" }
+func platformProvider() string { return "vss" }
+
+// platformSnapshot: every Windows volume is snapshotted with VSS.
+func (a *Agent) platformSnapshot(context.Context, string) (snapshot.Provider, error) {
+	return snapshot.VSS{}, nil
+}
 
 // listWriters asks the Volume Shadow Copy service for its writers.
 func listWriters(ctx context.Context) *agentv1.ListWritersResponse {
@@ -19,9 +25,5 @@ func listWriters(ctx context.Context) *agentv1.ListWritersResponse {
 	resp.Writers = toProtoWriters(ws)
 	return resp
 }
-
-// listVolumes is not implemented on Windows yet: the backup issue brings
-// the volume enumeration with the VSS snapshot provider.
-func listVolumes(context.Context) ([]*agentv1.Volume, error) { return nil, nil }
 
 func osDescription() string { return "Windows" }

@@ -67,7 +67,7 @@ func (s *service) Hello(_ context.Context, req *agentv1.HelloRequest) (*agentv1.
 	if pin, ok, _ := s.a.state.pin(); ok && pin.Fingerprint == s.peer {
 		agentID = pin.AgentID
 	}
-	provider := snapshotProvider()
+	provider := s.a.snapshotProvider()
 	return &agentv1.HelloResponse{
 		AgentId:          agentID,
 		Fingerprint:      s.a.id.Fingerprint().String(),
@@ -116,7 +116,7 @@ func (s *service) Ping(_ context.Context, req *agentv1.PingRequest) (*agentv1.Pi
 }
 
 func (s *service) ListVolumes(ctx context.Context, _ *agentv1.ListVolumesRequest) (*agentv1.ListVolumesResponse, error) {
-	vols, err := listVolumes(ctx)
+	vols, err := s.a.volumes(ctx)
 	if err != nil {
 		return nil, status.Error(codes.Internal, "list volumes: "+err.Error())
 	}
@@ -127,7 +127,9 @@ func (s *service) ListWriters(ctx context.Context, _ *agentv1.ListWritersRequest
 	if s.a.cfg.WritersFile != "" {
 		return writersFromFile(s.a.cfg.WritersFile), nil
 	}
-	return listWriters(ctx), nil
+	resp := listWriters(ctx)
+	resp.SnapshotProvider = s.a.snapshotProvider()
+	return resp, nil
 }
 
 // speedChunk is the largest SpeedTest message, and the size it sends by

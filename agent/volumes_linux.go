@@ -7,12 +7,14 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/cairnbackup/cairn/agent/snapshot"
 	agentv1 "github.com/cairnbackup/cairn/api/agent/v1"
 	"github.com/cairnbackup/cairn/internal/mountinfo"
 )
 
 // listVolumes lists the mounted block-device file systems, from
-// /proc/self/mountinfo: one volume per device, with all its mount points.
+// /proc/self/mountinfo: one volume per device, with all its mount points
+// and the device's size (what a backup reads).
 func listVolumes(context.Context) ([]*agentv1.Volume, error) {
 	mounts, err := mountinfo.Read("/proc/self/mountinfo")
 	if err != nil {
@@ -26,9 +28,15 @@ func listVolumes(context.Context) ([]*agentv1.Volume, error) {
 		v := byDev[m.Source]
 		if v == nil {
 			v = &agentv1.Volume{Id: m.Source, Path: m.Source, Filesystem: m.FSType}
-			var st unix.Statfs_t
-			if unix.Statfs(m.MountPoint, &st) == nil {
-				v.SizeBytes = st.Blocks * uint64(st.Bsize)
+			// The device's size, which a backup reads; the file system's
+			// where the device cannot be opened (not root).
+			if size, err := snapshot.Size(m.Source); err == nil {
+				v.SizeBytes = uint64(size)
+			} else {
+				var st unix.Statfs_t
+				if unix.Statfs(m.MountPoint, &st) == nil {
+					v.SizeBytes = st.Blocks * uint64(st.Bsize)
+				}
 			}
 			byDev[m.Source] = v
 		}

@@ -6,8 +6,8 @@
 //	cairn-agent fingerprint     print the agent's key fingerprint
 //
 // Configuration comes from flags, agent.conf next to the binary, and the
-// environment (CAIRN_AGENT_TOKEN, CAIRN_SETUP_TOKEN, CAIRN_APPLIANCE), which
-// wins over agent.conf. Exit codes: 0 done, 1 runtime failure, 2 bad
+// environment (CAIRN_AGENT_TOKEN, CAIRN_SETUP_TOKEN, CAIRN_APPLIANCE,
+// CAIRN_AGENT_VOLUMES), which wins over agent.conf; flags win over both. Exit codes: 0 done, 1 runtime failure, 2 bad
 // configuration (fix it; restarting will not help).
 package main
 
@@ -59,6 +59,17 @@ func run(args []string) int {
 	appliance := fs.String("appliance", fc.Appliance, "reverse mode: the appliance's agent gateway, host[:port] (port "+agent.DefaultGatewayPort+" by default)")
 	handshake := fs.Duration("handshake-timeout", 0, "bound on an appliance's TLS handshake (default 10s)")
 	writers := fs.String("vss-writers-file", "", "report the VSS writers of this saved \"vssadmin list writers\" output instead of asking VSS (support, tests)")
+	var volumes []string
+	fs.Func("volume", "an image file or block device to protect, read as is (repeat for more; replaces the volumes of agent.conf and $"+agent.EnvVolumes+")", func(v string) error {
+		if v == "" {
+			return errors.New("empty path")
+		}
+		volumes = append(volumes, v)
+		return nil
+	})
+	preScript := fs.String("pre-script", fc.PreScript, "executable run before each volume's snapshot; a failure fails the backup")
+	postScript := fs.String("post-script", fc.PostScript, "executable run after each volume's snapshot (after the read for image volumes), always")
+	scriptTimeout := fs.Duration("script-timeout", fc.ScriptTimeout, "bound on each pre and post script (default 5m)")
 	var level slog.Level
 	fs.TextVar(&level, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
@@ -95,9 +106,13 @@ func run(args []string) int {
 		fmt.Fprintln(os.Stderr, "cairn-agent:", err)
 		return exitConfig
 	}
+	if volumes == nil {
+		volumes = fc.Volumes
+	}
 	cfg := agent.Config{
 		StateDir: *stateDir, Listen: *listen, Appliance: agent.GatewayAddress(*appliance),
 		Token: tok, SetupToken: setup, Version: version, HandshakeTimeout: *handshake, WritersFile: *writers,
+		Volumes: volumes, PreScript: *preScript, PostScript: *postScript, ScriptTimeout: *scriptTimeout,
 	}
 	switch {
 	case cfg.Listen == "off":
