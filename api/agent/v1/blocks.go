@@ -1,6 +1,7 @@
 package agentv1
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"fmt"
 	"hash"
@@ -56,19 +57,18 @@ func ZeroHash(n int) [HashSize]byte {
 	return h
 }
 
-// IsZero reports whether b is all zeros.
+// zeros is compared against by IsZero.
+var zeros [64 << 10]byte
+
+// IsZero reports whether b is all zeros. It compares with a zero buffer
+// (bytes.Equal is vectorised: several times faster than a loop).
 func IsZero(b []byte) bool {
-	// Eight bytes at a time; the compiler does not vectorise a byte loop.
-	for len(b) >= 8 {
-		if b[0]|b[1]|b[2]|b[3]|b[4]|b[5]|b[6]|b[7] != 0 {
+	for len(b) > 0 {
+		n := min(len(b), len(zeros))
+		if !bytes.Equal(b[:n], zeros[:n]) {
 			return false
 		}
-		b = b[8:]
-	}
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
+		b = b[n:]
 	}
 	return true
 }

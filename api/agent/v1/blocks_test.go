@@ -76,3 +76,24 @@ func TestManifestIsHashOfHashes(t *testing.T) {
 		t.Errorf("empty manifest %x, want %x", empty.Sum(), e)
 	}
 }
+
+func TestIsZeroLargerThanItsBuffer(t *testing.T) {
+	b := make([]byte, 200<<10+3)
+	if !agentv1.IsZero(b) {
+		t.Fatal("zeros not zero")
+	}
+	b[len(b)-1] = 1
+	if agentv1.IsZero(b) {
+		t.Fatal("last byte set, still zero")
+	}
+}
+
+func BenchmarkIsZero(b *testing.B) {
+	buf := make([]byte, 64<<10)
+	b.SetBytes(int64(len(buf)))
+	for b.Loop() {
+		if !agentv1.IsZero(buf) {
+			b.Fatal("not zero")
+		}
+	}
+}
