@@ -375,7 +375,7 @@ func (b *run) receive(ctx context.Context, client agentv1.AgentServiceClient, re
 	vi := 0
 	var cur *volume
 	raw := make([]byte, b.bs)
-	stored := make([]byte, b.bs)
+	stored := make([]byte, maxStored(b.bs))
 	for {
 		err := st.RecvMsg(&d)
 		if errors.Is(err, io.EOF) {
@@ -517,7 +517,7 @@ func (b *run) blocks(ctx context.Context, v *volume, blocks []*agentv1.Block, d 
 			return fmt.Errorf("malformed stream: volume %s: block %d of %d bytes, want %d", v.id, i, blk.GetLength(), n)
 		}
 		sl := int(blk.GetStoredLength())
-		if sl > b.bs {
+		if sl > len(stored) {
 			return fmt.Errorf("malformed stream: volume %s: block %d stored in %d bytes", v.id, i, sl)
 		}
 		if err := rd.read(stored[:sl]); err != nil {
@@ -563,6 +563,10 @@ func (b *run) blocks(ctx context.Context, v *volume, blocks []*agentv1.Block, d 
 	}
 	return nil
 }
+
+// maxStored is the most bytes a block of bs bytes may take in a message:
+// zstd may make incompressible data a little larger (its compress bound).
+func maxStored(bs int) int { return bs + bs>>7 + 1024 }
 
 // fill adds the baseline's hashes of the blocks before index that the
 // agent did not send: the image holds them already.
