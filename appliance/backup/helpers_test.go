@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	agentv1 "github.com/cairnbackup/cairn/api/agent/v1"
 	"github.com/cairnbackup/cairn/appliance/backup/backuptest"
 	"github.com/cairnbackup/cairn/appliance/catalog"
 	"github.com/cairnbackup/cairn/appliance/gateway"
@@ -341,3 +342,7 @@ func (f *fixture) snapshots(agentID string) []string {
 	}
 	return out
 }
+
+type agentv1BlockHash = agentv1.BlockHash
+
+func timeoutC() <-chan time.Time { return time.After(waitTimeout) }
