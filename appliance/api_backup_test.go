@@ -78,6 +78,13 @@ func TestV1BackupRestore(t *testing.T) {
 	if v1e.Code != "backup_running" {
 		t.Errorf("second start: code %q", v1e.Code)
 	}
+	// While the agent holds the blocks back, the job shows as running
+	// with the total the agent announced.
+	logtest.WaitFor(t, "live progress", func() bool {
+		var j catalog.Job
+		call(t, "GET", fmt.Sprintf("%s/api/v1/jobs/%d", base, job.ID), nil, http.StatusOK, &j)
+		return j.State == catalog.JobRunning && j.Progress.BytesTotal == int64(len(vol)) && !j.Started.IsZero()
+	})
 	close(hold)
 	job = waitJob(t, base, job.ID)
 	if job.State != catalog.JobSucceeded || job.Snapshot == "" {

@@ -22,6 +22,9 @@ type baseline struct {
 	overrides    []*agentv1.BlockHash
 	unknownBelow int64
 	next         int64
+	// prevHash is the previous point's hash (or a zero block's) of the
+	// block of the last call, without overrides.
+	prevHash [agentv1.HashSize]byte
 }
 
 // openBaseline opens the baseline of a volume as planned.
@@ -43,8 +46,9 @@ func (b *run) openBaseline(ctx context.Context, v *volume) (*baseline, error) {
 	return base, nil
 }
 
-// hash returns the hash of block i, which must follow the block of the
-// previous call; known is false where the image's content is unknown.
+// hash returns the hash of what the image holds at block i, which must
+// follow the block of the previous call; known is false where the image's
+// content is unknown.
 func (b *baseline) hash(i int64) (h [agentv1.HashSize]byte, known bool, err error) {
 	if i != b.next {
 		return h, false, fmt.Errorf("baseline: block %d asked after %d", i, b.next-1)
@@ -57,6 +61,7 @@ func (b *baseline) hash(i int64) (h [agentv1.HashSize]byte, known bool, err erro
 	} else {
 		h = agentv1.ZeroHash(agentv1.BlockLength(b.size, b.bs, i))
 	}
+	b.prevHash = h
 	for len(b.overrides) > 0 && int64(b.overrides[0].GetIndex()) < i {
 		b.overrides = b.overrides[1:]
 	}

@@ -71,6 +71,10 @@ type volume struct {
 	overrides    []*agentv1.BlockHash
 	full         bool
 	fullReason   string
+	// hashesAll: write every hash, as the live hashes image may not hold
+	// prev's (new, or touched by an unfinished backup); else write only
+	// the hashes that differ from prev's.
+	hashesAll bool
 
 	img     zfs.Image
 	hashImg zfs.Image
@@ -250,6 +254,7 @@ func (b *run) plan(ctx context.Context, v *volume, points []catalog.RecoveryPoin
 		}
 	}
 	if v.hashImg == nil {
+		v.hashesAll = true
 		if err := b.r.pool.CreateImage(ctx, b.ds, v.hashes, v.blocks*agentv1.HashSize); err != nil {
 			return storageErr("create image "+v.hashes, err)
 		}
@@ -314,6 +319,9 @@ func (b *run) plan(ctx context.Context, v *volume, points []catalog.RecoveryPoin
 		} else {
 			r.Close()
 		}
+	}
+	if v.prev == nil || v.mark > 0 {
+		v.hashesAll = true
 	}
 	if v.mark > 0 && v.unknownBelow == 0 {
 		if err := b.scanDirty(ctx, v); err != nil {
@@ -557,7 +565,9 @@ func (b *run) blocks(ctx context.Context, v *volume, blocks []*agentv1.Block, d 
 				return err
 			}
 		}
-		v.addHash(h[:])
+		if err := v.addHash(i, h); err != nil {
+			return err
+		}
 		v.next = i + 1
 		v.sent++
 	}
@@ -579,18 +589,29 @@ func (b *run) fill(v *volume, index int64) error {
 		if !known {
 			return fmt.Errorf("malformed stream: volume %s: block %d was not sent, and the appliance does not know what its image holds there", v.id, v.next)
 		}
-		v.addHash(h[:])
+		if err := v.addHash(v.next, h); err != nil {
+			return err
+		}
 	}
 	return nil
 }
 
-func (v *volume) addHash(h []byte) {
-	v.man.Add(h)
-	v.hashBuf = append(v.hashBuf, h...)
+// addHash adds the hash of block i to the manifest and to the hashes
+// image, where that does not hold it yet.
+func (v *volume) addHash(i int64, h [agentv1.HashSize]byte) error {
+	v.man.Add(h[:])
+	if !v.hashesAll && h == v.base.prevHash {
+		return v.flushHashes(true)
+	}
+	if len(v.hashBuf) == 0 {
+		v.hashOff = i * agentv1.HashSize
+	}
+	v.hashBuf = append(v.hashBuf, h[:]...)
+	return v.flushHashes(false)
 }
 
-// flushHashes writes the buffered hashes when force or when enough are
-// buffered.
+// flushHashes writes the buffered hashes (a run from hashOff) when force
+// or when enough are buffered.
 func (v *volume) flushHashes(force bool) error {
 	if len(v.hashBuf) == 0 || !force && len(v.hashBuf) < 1<<16 {
 		return nil
@@ -623,7 +644,7 @@ func (b *run) write(ctx context.Context, v *volume, i int64, data []byte) error 
 	v.changed++
 	b.written += int64(len(data))
 	b.job.Progress.BytesWritten = b.written
-	return v.flushHashes(false)
+	return nil
 }
 
 // end checks a volume's end: its manifest must be the one the appliance
@@ -736,8 +757,7 @@ func (b *run) commit(ctx context.Context, client agentv1.AgentServiceClient, vol
 	if err != nil {
 		return destroy(fmt.Errorf("record recovery point %s: %w", name, err))
 	}
-	*b.job = job
-	b.r.setLive(job)
+	*b.job = job // published by Runner.done, once the agent has been told
 
 	req := &agentv1.ConfirmBackupRequest{JobId: strconv.FormatUint(b.job.ID, 10)}
 	for _, v := range vols {
