@@ -78,9 +78,6 @@ type Runner struct {
 	live    map[uint64]*catalog.Job // jobs in progress, as last updated
 	sched   map[string]time.Time    // agent ID → when its schedule was last checked
 
-	// hookWritten, if set (tests), runs after each block message of a
-	// volume is written, with the volume's index in the job.
-	hookWritten func(jobID uint64, volume int, blocks int64)
 	// hookBeforeCommit, if set (tests), runs after the snapshot and before
 	// the catalog records it; an error fails the job there.
 	hookBeforeCommit func(jobID uint64) error

@@ -13,6 +13,7 @@ import (
 
 	"github.com/cairnbackup/cairn/appliance/backup/backuptest"
 	"github.com/cairnbackup/cairn/appliance/catalog"
+	"github.com/cairnbackup/cairn/internal/logtest"
 	"github.com/cairnbackup/cairn/zfs"
 )
 
@@ -290,4 +291,57 @@ func TestVerifyJob(t *testing.T) {
 	if _, err := f.r.StartVerify(context.Background(), "v-1", "rp-nope"); !errors.Is(err, catalog.ErrNotFound) {
 		t.Errorf("verify of an unknown point: %v", err)
 	}
+}
+
+// TestAgentDiesMidJob: the agent's session ends while it streams; the job
+// fails saying so, leaves no point, and once the agent is back the next
+// job succeeds.
+func TestAgentDiesMidJob(t *testing.T) {
+	f := newFixture(t, embeddedPool(t, t.TempDir()), nil)
+	tok, err := f.gw.CreateAgentToken(context.Background(), "d-1", "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := f.agent("d-1", map[string][]byte{"sda": backuptest.SparseImage(2<<20, bs, 90)})
+	first := f.mustSucceed("d-1")
+	firstData := a.Volume("sda")
+	for len(a.Started) > 0 {
+		<-a.Started
+	}
+	// Reconnect with a token we hold, so the agent can come back.
+	f.gw.Disconnect("d-1")
+	logtest.WaitFor(t, "d-1 disconnected", func() bool { _, err := f.gw.Client("d-1"); return err != nil })
+	disconnect := a.Connect(t, f.addr, tok)
+	logtest.WaitFor(t, "d-1 connected", func() bool { _, err := f.gw.Client("d-1"); return err == nil })
+
+	sda := a.Volume("sda")
+	backuptest.Change(sda, bs, 2, 91)
+	a.SetVolume("sda", sda)
+	hold := make(chan struct{})
+	a.SetFault(&backuptest.Fault{Hold: hold})
+	j, err := f.r.Start(context.Background(), "d-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-a.Started:
+	case <-timeoutC():
+		t.Fatal("backup did not reach the agent")
+	}
+	disconnect()
+	close(hold)
+	got := f.wait(j.ID)
+	if got.State != catalog.JobFailed || !strings.Contains(got.Error, "lost the connection to the agent") {
+		t.Errorf("job after the agent died: %s %q", got.State, got.Error)
+	}
+	if n := len(f.points("d-1")); n != 1 {
+		t.Errorf("%d points, want 1", n)
+	}
+	a.SetFault(nil)
+	logtest.WaitFor(t, "d-1 gone", func() bool { _, err := f.gw.Client("d-1"); return err != nil })
+	a.Connect(t, f.addr, tok)
+	logtest.WaitFor(t, "d-1 back", func() bool { _, err := f.gw.Client("d-1"); return err == nil })
+	next := f.mustSucceed("d-1")
+	f.assertPoint("d-1", next.Snapshot, map[string][]byte{"sda": sda})
+	f.assertPoint("d-1", first.Snapshot, map[string][]byte{"sda": firstData})
 }

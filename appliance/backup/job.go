@@ -53,7 +53,6 @@ type run struct {
 
 // volume is one volume of a job: its plan, then its writing.
 type volume struct {
-	idx    int
 	id     string
 	image  string
 	hashes string
@@ -138,6 +137,14 @@ func (b *run) backup(ctx context.Context) (err error) {
 		return err
 	}
 
+	images := make(map[string]string)
+	for _, av := range chosen {
+		im := ImageName(av.GetId())
+		if other, dup := images[im]; dup {
+			return fmt.Errorf("the agent lists volumes %q and %q, which share image %s", other, av.GetId(), im)
+		}
+		images[im] = av.GetId()
+	}
 	vols := make([]*volume, len(chosen))
 	defer func() {
 		for _, v := range vols {
@@ -147,7 +154,7 @@ func (b *run) backup(ctx context.Context) (err error) {
 		}
 	}()
 	for i, av := range chosen {
-		v := &volume{idx: i, id: av.GetId(), image: ImageName(av.GetId()), size: int64(av.GetSizeBytes())}
+		v := &volume{id: av.GetId(), image: ImageName(av.GetId()), size: int64(av.GetSizeBytes())}
 		vols[i] = v
 		if err := b.plan(ctx, v, points, dirty); err != nil {
 			return err
@@ -420,9 +427,6 @@ func (b *run) receive(ctx context.Context, client agentv1.AgentServiceClient, re
 			}
 			if err := b.blocks(ctx, cur, msg.GetBlocks(), &d, raw, stored); err != nil {
 				return err
-			}
-			if h := b.r.hookWritten; h != nil {
-				h(b.job.ID, cur.idx, cur.next)
 			}
 		}
 		d.Free()

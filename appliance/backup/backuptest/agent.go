@@ -9,7 +9,7 @@ package backuptest
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
+	"encoding/binary"
 	"fmt"
 	mrand "math/rand/v2"
 	"strconv"
@@ -380,31 +380,40 @@ func (a *Agent) Connect(t testing.TB, addr string, tok token.AgentToken) (discon
 	return stop
 }
 
+// rng is a deterministic random source for a seed.
+func rng(seed uint64) *mrand.ChaCha8 {
+	var k [32]byte
+	binary.LittleEndian.PutUint64(k[:], seed)
+	return mrand.NewChaCha8(k)
+}
+
 // SparseImage makes a volume of size bytes in which about one block in
-// four (of blockSize) holds random bytes, the rest zeros.
+// four (of blockSize) holds random bytes, the rest zeros; the same seed
+// makes the same volume.
 func SparseImage(size int64, blockSize int, seed uint64) []byte {
 	data := make([]byte, size)
-	rng := mrand.New(mrand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	r := rng(seed)
 	for off := int64(0); off < size; off += int64(blockSize) {
-		if rng.IntN(4) == 0 {
-			rand.Read(data[off:min(size, off+int64(blockSize))])
+		if r.Uint64()%4 == 0 {
+			r.Read(data[off:min(size, off+int64(blockSize))])
 		}
 	}
 	return data
 }
 
-// Change rewrites about one block in n of data (random bytes or zeros).
+// Change rewrites about one block in n of data (random bytes, or zeros
+// for a third of them), deterministically for a seed.
 func Change(data []byte, blockSize, n int, seed uint64) {
-	rng := mrand.New(mrand.NewPCG(seed, seed+1))
+	r := rng(seed)
 	for off := 0; off < len(data); off += blockSize {
-		if rng.IntN(n) != 0 {
+		if r.Uint64()%uint64(n) != 0 {
 			continue
 		}
 		b := data[off:min(len(data), off+blockSize)]
-		if rng.IntN(3) == 0 {
+		if r.Uint64()%3 == 0 {
 			clear(b)
 		} else {
-			rand.Read(b)
+			r.Read(b)
 		}
 	}
 }
