@@ -256,7 +256,7 @@ func (r *Runner) runBackup(job catalog.Job) {
 	case r.slots <- struct{}{}:
 		defer func() { <-r.slots }()
 	case <-r.ctx.Done():
-		r.fail(log, &job, fmt.Errorf("queued: %w", r.ctx.Err()))
+		r.fail(log, &job, fmt.Errorf("canceled: the appliance stopped before the job could run: %w", r.ctx.Err()))
 		return
 	}
 	job.State, job.Started = catalog.JobRunning, r.cfg.Now().UTC()
