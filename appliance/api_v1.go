@@ -21,6 +21,7 @@ func (a *Appliance) routeV1(mux *http.ServeMux) {
 	mux.HandleFunc("POST /api/v1/pairings/{id}/retry", a.v1Retry)
 	mux.HandleFunc("GET /api/v1/agents", a.apiAgents)
 	mux.HandleFunc("DELETE /api/v1/agents/{id}", a.v1Unpair)
+	a.routeBackup(mux)
 }
 
 // V1Error is the body of every v1 error answer.

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/cairnbackup/cairn/appliance/backup"
 	"github.com/cairnbackup/cairn/appliance/catalog"
 	"github.com/cairnbackup/cairn/appliance/gateway"
 	"github.com/cairnbackup/cairn/appliance/pairer"
@@ -60,7 +61,10 @@ type Config struct {
 	// HostsFile is consulted before DNS, as the C library does ("hosts:
 	// files dns"); "" for none. A missing file is no error.
 	HostsFile string
-	Logger     *slog.Logger
+	// MaxConcurrentBackups bounds the backups that run at once (0:
+	// backup.DefaultMaxConcurrent).
+	MaxConcurrentBackups int
+	Logger               *slog.Logger
 }
 
 // Appliance is the running service.
@@ -72,6 +76,7 @@ type Appliance struct {
 	id      *identity.Identity
 	gw      *gateway.Gateway
 	pairer  *pairer.Pairer
+	backups *backup.Runner
 	started time.Time
 	// stopActivation stops the embedded activation service, if any.
 	stopActivation func() error
@@ -143,6 +148,14 @@ func New(ctx context.Context, cfg Config) (*Appliance, error) {
 	if err != nil {
 		return nil, fmt.Errorf("appliance: %w", err)
 	}
+	a.backups, err = backup.New(backup.Config{Catalog: a.catalog, Pool: a.pool, Clients: a.gw,
+		MaxConcurrent: cfg.MaxConcurrentBackups, Logger: cfg.Logger})
+	if err != nil {
+		return nil, fmt.Errorf("appliance: %w", err)
+	}
+	if err := a.backups.Recover(ctx); err != nil {
+		a.log.Error("recover backups", "err", err)
+	}
 	ok = true
 	return a, nil
 }
@@ -165,12 +178,15 @@ func openPool(ctx context.Context, cfg Config) (zfs.Pool, error) {
 	}
 }
 
-// Close stops the pairings, closes the agent sessions and the embedded
+// Close stops the pairings and the backups, closes the agent sessions and the embedded
 // activation service, and releases the pool and the catalog.
 func (a *Appliance) Close() error {
 	var errs []error
 	if a.pairer != nil {
 		a.pairer.Close()
+	}
+	if a.backups != nil {
+		a.backups.Close()
 	}
 	if a.gw != nil {
 		errs = append(errs, a.gw.Close())
@@ -186,6 +202,9 @@ func (a *Appliance) Close() error {
 	}
 	return errors.Join(errs...)
 }
+
+// Backups is the appliance's backup runner.
+func (a *Appliance) Backups() *backup.Runner { return a.backups }
 
 // Gateway is the appliance's agent gateway.
 func (a *Appliance) Gateway() *gateway.Gateway { return a.gw }
@@ -249,6 +268,15 @@ func (a *Appliance) Serve(ctx context.Context, ln, gln net.Listener) error {
 	go func() {
 		defer close(keepDone)
 		a.gw.KeepDirect(gctx, time.Minute)
+	}()
+	schedDone := make(chan struct{})
+	go func() {
+		defer close(schedDone)
+		a.backups.Run(gctx)
+	}()
+	defer func() {
+		gcancel()
+		<-schedDone
 	}()
 	renewDone := make(chan struct{})
 	go func() {

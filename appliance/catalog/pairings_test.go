@@ -529,8 +529,8 @@ func TestMigrationFromVersion2(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if v, err := c.SchemaVersion(); err != nil || v != 3 {
-			t.Errorf("round %d: SchemaVersion() = %d, %v; want 3", round, v, err)
+		if v, err := c.SchemaVersion(); err != nil || v != SchemaVersion {
+			t.Errorf("round %d: SchemaVersion() = %d, %v; want %d", round, v, err, SchemaVersion)
 		}
 		view(t, c, func(tx *Tx) error {
 			for _, name := range [][]byte{bucketPairings, bucketActivations, bucketSecrets} {

@@ -83,12 +83,61 @@ type RecoveryPoint struct {
 	Volumes   []string  `json:"volumes"`
 	// VerifiedAt is when the point last passed verification; zero if never.
 	VerifiedAt time.Time `json:"verified_at,omitzero"`
+	// JobID is the backup job that made the point; 0 if unknown.
+	JobID uint64 `json:"job_id,omitempty"`
+	// BlockSize is the block size of the backup (bytes); 0 if unknown.
+	BlockSize int `json:"block_size,omitempty"`
+	// Changed is the bytes of blocks the backup wrote.
+	Changed int64 `json:"changed,omitempty"`
+	// Images describes each volume's image in the snapshot, in the order
+	// of Volumes.
+	Images []PointImage `json:"images,omitempty"`
 }
 
-// JobProgress is how far a running job has got.
+// PointImage is one volume of a recovery point: its image in the agent's
+// dataset and the block hashes (the image named Hashes, 32 bytes per
+// block) stored beside it in the same snapshot.
+type PointImage struct {
+	VolumeID string `json:"volume_id"`
+	Image    string `json:"image"`
+	Hashes   string `json:"hashes"`
+	Size     int64  `json:"size"`
+	Blocks   int64  `json:"blocks"`
+	// Manifest is the volume's manifest (SHA-256 of its block hashes in
+	// order), in hex.
+	Manifest string `json:"manifest"`
+	// Incremental is true when the agent sent only changed blocks.
+	Incremental bool `json:"incremental,omitempty"`
+}
+
+// DirtyImage records that a live image of an agent's dataset may differ
+// from the image in the agent's last recovery point in blocks [0, Blocks):
+// a backup wrote there and has not (yet) made a recovery point. It is
+// stored before those writes and deleted with the recovery point that
+// includes them.
+type DirtyImage struct {
+	AgentID   string    `json:"agent_id"`
+	Image     string    `json:"image"`
+	VolumeID  string    `json:"volume_id"`
+	BlockSize int       `json:"block_size"`
+	Blocks    int64     `json:"blocks"`
+	JobID     uint64    `json:"job_id"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// JobProgress is how far a running job has got. For a backup, BytesDone
+// and BytesTotal are the bytes the agent has read and will read in all.
 type JobProgress struct {
 	BytesDone  int64 `json:"bytes_done"`
 	BytesTotal int64 `json:"bytes_total"`
+	// BytesSent is block data received from the agent (as sent, possibly
+	// compressed); BytesWritten is block data written to images.
+	BytesSent    int64 `json:"bytes_sent,omitempty"`
+	BytesWritten int64 `json:"bytes_written,omitempty"`
+	// Rate is bytes done per second since the job started; ETASeconds the
+	// estimated time left at that rate (0 if unknown).
+	Rate       int64 `json:"rate,omitempty"`
+	ETASeconds int64 `json:"eta_seconds,omitempty"`
 }
 
 // Job is one unit of work run by the appliance, kept as history after it
@@ -103,6 +152,11 @@ type Job struct {
 	Finished time.Time   `json:"finished,omitzero"`
 	Error    string      `json:"error,omitempty"`
 	Progress JobProgress `json:"progress"`
+	// Snapshot is the recovery point the job made (backup) or checked
+	// (verify).
+	Snapshot string `json:"snapshot,omitempty"`
+	// Detail is a short account of the job for the operator.
+	Detail string `json:"detail,omitempty"`
 }
 
 // AuditEvent records who did what. The audit log is append-only.

@@ -10,7 +10,7 @@ import (
 
 // SchemaVersion is the schema version written by this version of the code:
 // the Version of the last built-in migration.
-const SchemaVersion uint64 = 3
+const SchemaVersion uint64 = 4
 
 // Bucket and key names. The layout is part of the on-disk format: change it
 // only through a new migration.
@@ -26,6 +26,7 @@ var (
 	bucketPairings       = []byte("pairings")     // since version 3
 	bucketActivations    = []byte("activations")  // since version 3
 	bucketSecrets        = []byte("secrets")      // since version 3
+	bucketDirtyImages    = []byte("dirty_images") // since version 4
 
 	keySchemaVersion = []byte("schema_version")
 )
@@ -46,6 +47,7 @@ var builtinMigrations = []Migration{
 	{Version: 1, Name: "create buckets", Up: createBuckets},
 	{Version: 2, Name: "tokens", Up: createTokenBuckets},
 	{Version: 3, Name: "pairings", Up: createPairingBuckets},
+	{Version: 4, Name: "dirty images", Up: createDirtyBucket},
 }
 
 func createBuckets(tx *bbolt.Tx) error {
@@ -74,6 +76,15 @@ func createPairingBuckets(tx *bbolt.Tx) error {
 		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 			return fmt.Errorf("create bucket %s: %w", name, err)
 		}
+	}
+	return nil
+}
+
+// createDirtyBucket adds the bucket of images a backup wrote without
+// making a recovery point yet (DirtyImage).
+func createDirtyBucket(tx *bbolt.Tx) error {
+	if _, err := tx.CreateBucketIfNotExists(bucketDirtyImages); err != nil {
+		return fmt.Errorf("create bucket %s: %w", bucketDirtyImages, err)
 	}
 	return nil
 }

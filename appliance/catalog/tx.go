@@ -139,7 +139,7 @@ func (t *Tx) Agents() ([]Agent, error) {
 
 // DeleteAgent deletes an agent together with its settings, recovery
 // point records, agent tokens (so that they no longer authenticate),
-// activation and pairings. Jobs and audit events that mention it are kept
+// activation, pairings and dirty image records. Jobs and audit events that mention it are kept
 // as history.
 func (t *Tx) DeleteAgent(id string) error {
 	if err := t.deleteAgent(id); err != nil {
@@ -180,6 +180,9 @@ func (t *Tx) deleteAgent(id string) error {
 		return err
 	}
 	if err := t.deleteActivation(id); err != nil && !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	if err := t.deleteDirtyImagesOf(id); err != nil {
 		return err
 	}
 	return t.deletePairingsOf(id)

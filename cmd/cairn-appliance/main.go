@@ -36,6 +36,7 @@ func main() {
 	flag.StringVar(&cfg.ZFSRoot, "zfs-root", "", "with -pool openzfs: the dataset the appliance owns, e.g. tank/cairn")
 	flag.StringVar(&cfg.ActivationURL, "activation-url", "", "the vendor's activation service (default: an embedded one that knows the demo product key)")
 	flag.StringVar(&cfg.ActivationPublicKey, "activation-pubkey", "", "with -activation-url: the service's public key (cairn-activation public-key)")
+	flag.IntVar(&cfg.MaxConcurrentBackups, "max-backups", 2, "backups that run at once; more wait queued")
 	var dnsServers, dnsSearch string
 	flag.StringVar(&dnsServers, "dns", "", "DNS servers for pairing, ip[:port] comma-separated (default: /etc/resolv.conf)")
 	flag.StringVar(&dnsSearch, "dns-search", "", "search domains for pairing by short host name, comma-separated (default: /etc/resolv.conf)")

@@ -1,0 +1,193 @@
+package appliance_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	agentv1 "github.com/cairnbackup/cairn/api/agent/v1"
+	"github.com/cairnbackup/cairn/appliance"
+	"github.com/cairnbackup/cairn/appliance/backup/backuptest"
+	"github.com/cairnbackup/cairn/appliance/catalog"
+	"github.com/cairnbackup/cairn/internal/logtest"
+	"github.com/cairnbackup/cairn/zfs"
+)
+
+// TestV1BackupRestore drives backups through the REST API against an
+// in-process agent on the appliance's gateway: start, conflict, progress,
+// recovery points, the raw image with and without Range, verify, errors.
+func TestV1BackupRestore(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	a, err := appliance.New(ctx, appliance.Config{DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- a.Serve(ctx, ln, gln) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		a.Close()
+	})
+	base := "http://" + ln.Addr().String()
+
+	tok, err := a.Gateway().CreateAgentToken(ctx, "web-1", "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds, _ := zfs.AgentDataset(a.Pool().Root(), "web-1")
+	if err := a.Pool().CreateDataset(ctx, ds); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Catalog().Update(ctx, func(tx *catalog.Tx) error {
+		ag, err := tx.Agent("web-1")
+		if err != nil {
+			return err
+		}
+		ag.Dataset = ds.String()
+		return tx.PutAgent(ag)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ag := backuptest.New(t)
+	vol := backuptest.SparseImage(3<<20+777, agentv1.DefaultBlockSize, 5)
+	ag.SetVolume("sda", vol)
+	hold := make(chan struct{})
+	ag.SetFault(&backuptest.Fault{Hold: hold})
+	ag.Connect(t, gln.Addr().String(), tok)
+	logtest.WaitFor(t, "agent connected", func() bool { _, err := a.Gateway().Client("web-1"); return err == nil })
+
+	var job catalog.Job
+	call(t, "POST", base+"/api/v1/agents/web-1/backups", nil, http.StatusAccepted, &job)
+	var v1e appliance.V1Error
+	call(t, "POST", base+"/api/v1/agents/web-1/backups", nil, http.StatusConflict, &v1e)
+	if v1e.Code != "backup_running" {
+		t.Errorf("second start: code %q", v1e.Code)
+	}
+	// While the agent holds the blocks back, the job shows as running
+	// with the total the agent announced.
+	logtest.WaitFor(t, "live progress", func() bool {
+		var j catalog.Job
+		call(t, "GET", fmt.Sprintf("%s/api/v1/jobs/%d", base, job.ID), nil, http.StatusOK, &j)
+		return j.State == catalog.JobRunning && j.Progress.BytesTotal == int64(len(vol)) && !j.Started.IsZero()
+	})
+	close(hold)
+	job = waitJob(t, base, job.ID)
+	if job.State != catalog.JobSucceeded || job.Snapshot == "" {
+		t.Fatalf("job %+v", job)
+	}
+	var jobs []catalog.Job
+	call(t, "GET", base+"/api/v1/agents/web-1/backups", nil, http.StatusOK, &jobs)
+	if len(jobs) != 1 || jobs[0].ID != job.ID || jobs[0].Progress.BytesTotal != int64(len(vol)) {
+		t.Errorf("jobs %+v", jobs)
+	}
+	var points []appliance.PointView
+	call(t, "GET", base+"/api/v1/agents/web-1/recovery-points", nil, http.StatusOK, &points)
+	if len(points) != 1 || points[0].Snapshot != job.Snapshot || len(points[0].Volumes) != 1 || points[0].VerifiedAt != nil {
+		t.Fatalf("points %+v", points)
+	}
+	img := base + "/api/v1/agents/web-1/recovery-points/" + job.Snapshot + "/volumes/"
+	for _, name := range []string{"0", "sda", points[0].Volumes[0].Image} {
+		body := get(t, img+name, "", http.StatusOK)
+		if !bytes.Equal(body, vol) {
+			t.Errorf("image %q: %d bytes, not the volume", name, len(body))
+		}
+	}
+	if got := get(t, img+"0", "bytes=1000000-1065535", http.StatusPartialContent); !bytes.Equal(got, vol[1000000:1065536]) {
+		t.Errorf("range: %d bytes, not the volume's", len(got))
+	}
+	get(t, img+"1", "", http.StatusNotFound)
+	get(t, base+"/api/v1/agents/web-1/recovery-points/rp-nope/volumes/0", "", http.StatusNotFound)
+
+	var vj catalog.Job
+	call(t, "POST", base+"/api/v1/agents/web-1/recovery-points/"+job.Snapshot+"/verify", nil, http.StatusAccepted, &vj)
+	if vj = waitJob(t, base, vj.ID); vj.State != catalog.JobSucceeded || vj.Kind != catalog.JobVerify {
+		t.Errorf("verify job %+v", vj)
+	}
+	call(t, "GET", base+"/api/v1/agents/web-1/recovery-points", nil, http.StatusOK, &points)
+	if points[0].VerifiedAt == nil {
+		t.Errorf("verified_at not set")
+	}
+
+	call(t, "POST", base+"/api/v1/agents/nobody/backups", nil, http.StatusNotFound, &v1e)
+	call(t, "GET", base+"/api/v1/agents/nobody/recovery-points", nil, http.StatusNotFound, &v1e)
+	call(t, "GET", base+"/api/v1/jobs/x", nil, http.StatusBadRequest, &v1e)
+	call(t, "GET", base+"/api/v1/jobs/999", nil, http.StatusNotFound, &v1e)
+	call(t, "POST", base+"/api/v1/agents/web-1/recovery-points/rp-nope/verify", nil, http.StatusNotFound, &v1e)
+}
+
+func call(t *testing.T, method, url string, body any, want int, out any) {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, url, rd)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != want {
+		t.Fatalf("%s %s: %d %s, want %d", method, url, resp.StatusCode, data, want)
+	}
+	if out != nil {
+		if err := json.Unmarshal(data, out); err != nil {
+			t.Fatalf("%s %s: %v: %s", method, url, err, data)
+		}
+	}
+}
+
+func get(t *testing.T, url, rng string, want int) []byte {
+	t.Helper()
+	req, _ := http.NewRequest("GET", url, nil)
+	if rng != "" {
+		req.Header.Set("Range", rng)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != want {
+		t.Fatalf("GET %s: %d, want %d", url, resp.StatusCode, want)
+	}
+	if want == http.StatusOK && resp.Header.Get("Content-Type") != "application/octet-stream" {
+		t.Errorf("content type %q", resp.Header.Get("Content-Type"))
+	}
+	return data
+}
+
+// waitJob polls a job until it has finished.
+func waitJob(t *testing.T, base string, id uint64) catalog.Job {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		var j catalog.Job
+		call(t, "GET", fmt.Sprintf("%s/api/v1/jobs/%d", base, id), nil, http.StatusOK, &j)
+		if j.State != catalog.JobQueued && j.State != catalog.JobRunning {
+			return j
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("job %d still %s", id, j.State)
+		}
+		time.Sleep(10 * time.Millisecond) // polling, bounded by the deadline
+	}
+}
