@@ -12,7 +12,7 @@ STATICCHECK := $(GOBIN)/staticcheck
 ZFSVM ?= $(abspath ../shared/zfsvm/zfsvm)
 
 .DEFAULT_GOAL := help
-.PHONY: help deps build run test test-zfs lint check bench bench-storage generate
+.PHONY: help deps build run test test-zfs lint check bench bench-storage bench-channel bench-backup generate
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -49,10 +49,14 @@ check: lint test generate ## lint, test, and check that go mod tidy, go generate
 	$(GO) mod tidy && git diff --exit-code -- go.mod go.sum api/
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-bench: bench-storage bench-channel ## run every benchmark and print its figures
+bench: bench-storage bench-channel bench-backup ## run every benchmark and print its figures
 
 bench-storage: ## embedded pool: 1 GiB full write and a 5% incremental vs plain file writes
 	$(GO) test -run '^$$' -bench 'BenchmarkPool' -benchtime 1x -timeout 30m ./zfs/embedded/
 
 bench-channel: ## agent channel: 1 GiB gRPC SpeedTest over yamux over TLS vs plain TLS, and the Ping round trip
 	$(GO) test -run '^$$' -bench 'BenchmarkChannel' -benchtime 1x -timeout 10m ./pairing/channel/
+
+bench-backup: deps ## backups: agent and appliance processes, 4 GiB image, full and 5% incremental vs restic and a plain read; writes bench/results.md
+	@command -v restic >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq restic; }
+	$(GO) test -run '^$$' -bench 'BenchmarkBackup' -benchtime 1x -timeout 60m ./e2e/

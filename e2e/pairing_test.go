@@ -53,7 +53,7 @@ func (z *zone) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 }
 
 // startDNS serves z on a UDP port of 127.0.0.1 and returns its address.
-func startDNS(t *testing.T, z *zone) string {
+func startDNS(t testing.TB, z *zone) string {
 	t.Helper()
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
@@ -84,7 +84,7 @@ type pairingView struct {
 
 // pair starts one pairing through the API and waits (polling, bounded)
 // until it is no longer running.
-func (a *appliance) pair(t *testing.T, body map[string]any) pairingView {
+func (a *appliance) pair(t testing.TB, body map[string]any) pairingView {
 	t.Helper()
 	var reply struct {
 		Pairings []pairingView `json:"pairings"`

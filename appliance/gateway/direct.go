@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	agentv1 "github.com/cairnbackup/cairn/api/agent/v1"
 	"github.com/cairnbackup/cairn/appliance/catalog"
 	"github.com/cairnbackup/cairn/pairing/channel"
 	"github.com/cairnbackup/cairn/pairing/identity"
@@ -90,6 +91,51 @@ func (g *Gateway) status(agentID string) (Status, error) {
 		}
 	}
 	return Status{}, fmt.Errorf("agent %q: %w", agentID, ErrNotConnected)
+}
+
+// Dial returns the client of an agent like Client, but first connects a
+// paired direct-mode agent that has no session (KeepDirect tries only
+// once per interval): for work that should not wait for that, such as a
+// backup. A reverse-mode agent without a session is ErrNotConnected.
+func (g *Gateway) Dial(ctx context.Context, agentID string) (agentv1.AgentServiceClient, error) {
+	c, err := g.Client(agentID)
+	if err == nil || !errors.Is(err, ErrNotConnected) {
+		return c, err
+	}
+	var a catalog.Agent
+	if verr := g.cat.View(ctx, func(tx *catalog.Tx) error {
+		var err error
+		a, err = tx.Agent(agentID)
+		return err
+	}); verr != nil || a.Mode != catalog.ModeDirect {
+		return nil, err
+	}
+	// KeepDirect may be connecting at the same moment: then wait for that
+	// connection, which is ready after its Hello.
+	for {
+		if c, err := g.Client(agentID); err == nil {
+			return c, nil
+		}
+		if !g.connecting(agentID) {
+			if err := g.ConnectDirect(ctx, agentID); err != nil {
+				return nil, fmt.Errorf("agent %q: %w: dialing %s: %v", agentID, ErrNotConnected, a.Address, err)
+			}
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("agent %q: %w: %v", agentID, ErrNotConnected, ctx.Err())
+		case <-time.After(20 * time.Millisecond): // the other connection's handshake
+		}
+	}
+}
+
+// connecting reports whether a connection of the agent is being set up.
+func (g *Gateway) connecting(agentID string) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	c := g.conns[agentID]
+	return c != nil && c.client == nil
 }
 
 // ConnectDirect dials a paired direct-mode agent from the catalog, its key

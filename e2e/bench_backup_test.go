@@ -1,0 +1,222 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// BenchmarkBackup measures the data path as it ships (make bench-backup):
+// cairn-agent and cairn-appliance as separate processes over the real
+// channel, an image of benchImageSize bytes, half random and half zero
+// 64 KiB blocks, on the embedded pool. In the same run, for comparison:
+// restic backup --stdin of the same image into a local repository, and a
+// plain sequential read of the image. It prints a table and writes it to
+// bench/results.md (BENCH_RESULTS overrides the path).
+//
+// Goals (issue 5): full backup ≥ 2× restic and ≥ 300 MB/s; incremental
+// after changing 5% in random 64 KiB extents ≤ 1.3× the plain read's wall
+// time, with bytes sent ≤ 1.05× the changed bytes; agent peak RSS ≤ 64 MiB.
+func BenchmarkBackup(b *testing.B) {
+	size := int64(4 << 30)
+	if s := os.Getenv("BENCH_IMAGE_SIZE"); s != "" {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || n < imageBlock {
+			b.Fatalf("BENCH_IMAGE_SIZE=%q: want bytes", s)
+		}
+		size = n
+	}
+	restic, err := exec.LookPath("restic")
+	if err != nil {
+		b.Fatal("restic is missing: make bench-backup installs it (apt-get install restic)")
+	}
+	for range b.N {
+		e := newBackupEnv(b, size, 0.5, 42)
+
+		// The image is in the page cache for everyone: it was just
+		// written; read it once more to be sure.
+		plainRead(b, e.image)
+
+		full, fullTime := timedBackup(e)
+		resticRepo := filepath.Join(b.TempDir(), "restic")
+		runRestic(b, restic, resticRepo, "init")
+		resticFull := runRestic(b, restic, resticRepo, "backup", "--stdin", "--stdin-filename", "disk.img", "<", e.image)
+
+		changed := changeImage(b, e.image, int(size/imageBlock/20), false, 43)
+		// The incremental against a plain read, both from the disk (as
+		// a backup of a real volume reads it: the page cache dropped
+		// before each), and both from the page cache.
+		dropCaches(b)
+		readCold := plainRead(b, e.image)
+		dropCaches(b)
+		inc, incCold := timedBackup(e)
+		readWarm := plainRead(b, e.image)
+		_, incWarm := timedBackup(e)
+		resticInc := runRestic(b, restic, resticRepo, "backup", "--stdin", "--stdin-filename", "disk.img", "<", e.image)
+		rss := peakRSS(b, e.agent.cmd.Process.Pid)
+
+		mbps := func(d time.Duration) float64 { return float64(size) / d.Seconds() / 1e6 }
+		rows := [][]string{
+			{"full backup", fmt.Sprintf("%.0f MB/s (%.1f s)", mbps(fullTime), fullTime.Seconds()),
+				fmt.Sprintf("restic %.0f MB/s (%.1f s): %.2f×", mbps(resticFull), resticFull.Seconds(), resticFull.Seconds()/fullTime.Seconds()),
+				"≥ 300 MB/s, ≥ 2× restic"},
+			{"incremental, 5% changed, from disk", fmt.Sprintf("%.2f s", incCold.Seconds()),
+				fmt.Sprintf("plain read %.2f s: %.2f×", readCold.Seconds(), incCold.Seconds()/readCold.Seconds()),
+				"≤ 1.3× plain read"},
+			{"incremental, nothing changed, from the page cache", fmt.Sprintf("%.2f s", incWarm.Seconds()),
+				fmt.Sprintf("plain read %.2f s: %.2f×; restic incremental (5%%) %.1f s", readWarm.Seconds(), incWarm.Seconds()/readWarm.Seconds(), resticInc.Seconds()),
+				""},
+			{"incremental bytes sent", fmt.Sprintf("%d", inc.Progress.BytesSent),
+				fmt.Sprintf("changed %d: %.3f×", changed, float64(inc.Progress.BytesSent)/float64(changed)), "≤ 1.05× changed"},
+			{"agent peak RSS", fmt.Sprintf("%.1f MiB", float64(rss)/(1<<20)), "", "≤ 64 MiB"},
+		}
+		b.ReportMetric(mbps(fullTime), "full-MB/s")
+		b.ReportMetric(resticFull.Seconds()/fullTime.Seconds(), "x-restic")
+		b.ReportMetric(incCold.Seconds()/readCold.Seconds(), "inc/read")
+		b.ReportMetric(float64(inc.Progress.BytesSent)/float64(changed), "sent/changed")
+		b.ReportMetric(float64(rss)/(1<<20), "agent-RSS-MiB")
+		_ = full
+		writeResults(b, size, rows)
+	}
+}
+
+func timedBackup(e *backupEnv) (job, time.Duration) {
+	start := time.Now()
+	j := e.backup(30 * time.Minute)
+	return j, time.Since(start)
+}
+
+// dropCaches writes dirty pages and drops the page cache (root only).
+func dropCaches(b testing.TB) {
+	b.Helper()
+	if err := exec.Command("sync").Run(); err != nil {
+		b.Fatal(err)
+	}
+	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0); err != nil {
+		b.Fatalf("drop the page cache (the benchmark runs as root): %v", err)
+	}
+}
+
+// plainRead reads the file sequentially in 1 MiB reads.
+func plainRead(b testing.TB, path string) time.Duration {
+	b.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	start := time.Now()
+	if _, err := io.CopyBuffer(io.Discard, struct{ io.Reader }{f}, make([]byte, 1<<20)); err != nil {
+		b.Fatal(err)
+	}
+	return time.Since(start)
+}
+
+// runRestic runs restic with a throw-away password; "<" in args feeds the
+// next argument as standard input. It returns the wall time.
+func runRestic(b testing.TB, restic, repo string, args ...string) time.Duration {
+	b.Helper()
+	var stdin io.Reader
+	for i, a := range args {
+		if a == "<" {
+			f, err := os.Open(args[i+1])
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer f.Close()
+			stdin, args = f, args[:i]
+			break
+		}
+	}
+	cmd := exec.Command(restic, append([]string{"--repo", repo, "--quiet", "--no-cache"}, args...)...)
+	cmd.Env = append(os.Environ(), "RESTIC_PASSWORD=cairn-bench")
+	cmd.Stdin = stdin
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	start := time.Now()
+	if err := cmd.Run(); err != nil {
+		b.Fatalf("restic %s: %v: %s", strings.Join(args, " "), err, out.String())
+	}
+	return time.Since(start)
+}
+
+// peakRSS is a process's peak resident set size (VmHWM) in bytes.
+func peakRSS(b testing.TB, pid int) int64 {
+	b.Helper()
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			if err != nil {
+				b.Fatalf("VmHWM %q: %v", v, err)
+			}
+			return kb << 10
+		}
+	}
+	b.Fatal("no VmHWM in /proc/PID/status")
+	return 0
+}
+
+// writeResults prints the table and writes it, with the machine, date and
+// commit, to bench/results.md.
+func writeResults(b testing.TB, size int64, rows [][]string) {
+	b.Helper()
+	var md strings.Builder
+	commit, _ := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
+	cpu := "unknown"
+	if info, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(info), "\n") {
+			if v, ok := strings.CutPrefix(l, "model name"); ok {
+				cpu = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+				break
+			}
+		}
+	}
+	fmt.Fprintf(&md, "# Backup benchmark\n\n`make bench-backup` (e2e.BenchmarkBackup): cairn-agent and cairn-appliance as two processes over the\n")
+	fmt.Fprintf(&md, "mTLS channel, embedded pool, a %.1f GiB image of half random, half zero 64 KiB blocks.\n\n", float64(size)/(1<<30))
+	fmt.Fprintf(&md, "- date: %s\n- commit: %s\n- machine: %d cores (%s), %s, Go %s\n\n",
+		time.Now().UTC().Format("2006-01-02 15:04 UTC"), strings.TrimSpace(string(commit)), runtime.NumCPU(), cpu, memTotal(), runtime.Version())
+	md.WriteString("| | result | compared | goal |\n|---|---|---|---|\n")
+	for _, r := range rows {
+		md.WriteString("| " + strings.Join(r, " | ") + " |\n")
+	}
+	fmt.Print("\n" + md.String())
+	path := os.Getenv("BENCH_RESULTS")
+	if path == "" {
+		path = "../bench/results.md"
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		b.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(md.String()), 0o644); err != nil {
+		b.Fatal(err)
+	}
+}
+
+func memTotal() string {
+	info, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return "memory unknown"
+	}
+	for _, l := range strings.Split(string(info), "\n") {
+		if v, ok := strings.CutPrefix(l, "MemTotal:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return fmt.Sprintf("%.0f GiB memory", float64(kb)/(1<<20))
+		}
+	}
+	return "memory unknown"
+}
