@@ -21,6 +21,9 @@ func (a *Appliance) routeBackup(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/v1/agents/{id}/recovery-points", a.v1Points)
 	mux.HandleFunc("GET /api/v1/agents/{id}/recovery-points/{snap}/volumes/{vol}", a.v1VolumeImage)
 	mux.HandleFunc("POST /api/v1/agents/{id}/recovery-points/{snap}/verify", a.v1Verify)
+	mux.HandleFunc("POST /api/v1/agents/{id}/recovery-points/{snap}/volumes/{vol}/nbd", a.v1StartNBD)
+	mux.HandleFunc("DELETE /api/v1/agents/{id}/recovery-points/{snap}/volumes/{vol}/nbd", a.v1StopNBD)
+	mux.HandleFunc("GET /api/v1/nbd", a.v1NBDExports)
 }
 
 // backupErr answers with the v1 error of a backup call.

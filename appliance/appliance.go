@@ -63,6 +63,9 @@ type Config struct {
 	// HostsFile is consulted before DNS, as the C library does ("hosts:
 	// files dns"); "" for none. A missing file is no error.
 	HostsFile string
+	// NBDHost is the address NBD exports of recovery points listen on
+	// (each on a port of its own); "" is 127.0.0.1.
+	NBDHost string
 	// MaxConcurrentBackups bounds the backups that run at once (0:
 	// backup.DefaultMaxConcurrent).
 	MaxConcurrentBackups int
@@ -79,6 +82,7 @@ type Appliance struct {
 	gw      *gateway.Gateway
 	pairer  *pairer.Pairer
 	backups *backup.Runner
+	nbd     *exports
 	started time.Time
 	// stopActivation stops the embedded activation service, if any.
 	stopActivation func() error
@@ -108,7 +112,10 @@ func New(ctx context.Context, cfg Config) (*Appliance, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("appliance: data directory: %w", err)
 	}
-	a := &Appliance{cfg: cfg, log: cfg.Logger}
+	if cfg.NBDHost == "" {
+		cfg.NBDHost = "127.0.0.1"
+	}
+	a := &Appliance{cfg: cfg, log: cfg.Logger, nbd: newExports(cfg.NBDHost)}
 	ok := false
 	defer func() {
 		if !ok {
@@ -186,6 +193,9 @@ func (a *Appliance) Close() error {
 	var errs []error
 	if a.pairer != nil {
 		a.pairer.Close()
+	}
+	if a.nbd != nil {
+		errs = append(errs, a.nbd.close(a.pool))
 	}
 	if a.backups != nil {
 		a.backups.Close()

@@ -188,6 +188,21 @@ func (a *appliance) post(t testing.TB, path string, body, out any) int {
 	return resp.StatusCode
 }
 
+// do sends a request without a body and returns the status.
+func (a *appliance) do(t testing.TB, method, path string) int {
+	t.Helper()
+	req, err := http.NewRequest(method, a.url+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
 type agentInfo struct {
 	ID          string `json:"id"`
 	Mode        string `json:"mode"`

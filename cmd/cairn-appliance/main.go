@@ -40,6 +40,7 @@ func main() {
 	var dnsServers, dnsSearch string
 	flag.StringVar(&dnsServers, "dns", "", "DNS servers for pairing, ip[:port] comma-separated (default: /etc/resolv.conf)")
 	flag.StringVar(&dnsSearch, "dns-search", "", "search domains for pairing by short host name, comma-separated (default: /etc/resolv.conf)")
+	flag.StringVar(&cfg.NBDHost, "nbd-host", "127.0.0.1", "address that NBD exports of recovery points listen on (a port each; 0.0.0.0 to attach from other machines)")
 	flag.StringVar(&cfg.HostsFile, "hosts", "/etc/hosts", "hosts file consulted before DNS when pairing by name (\"\" for none)")
 	flag.TextVar(&level, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
 	flag.Parse()
