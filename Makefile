@@ -27,13 +27,14 @@ build: ## build the programs into bin/
 run: build ## start the appliance on embedded defaults (data in ./var, http://127.0.0.1:8080, agent gateway :8443)
 	./bin/cairn-appliance -data ./var -listen 127.0.0.1:8080 -gateway :8443
 
-test: deps ## run every test with the race detector (OpenZFS tests: make test-zfs)
-	CAIRN_TEST_NETNS=1 $(GO) test -race -count=1 ./...
+test: deps ## run every test with the race detector (OpenZFS tests: make test-zfs); vet the agent for Windows
+	GOOS=windows GOARCH=amd64 $(GO) vet ./agent/... ./cmd/cairn-agent/
+	CAIRN_TEST_NETNS=1 $(GO) test -race -count=1 -timeout 30m ./...
 
-test-zfs: deps ## run the storage tests on real OpenZFS in the VM of ../shared/zfsvm
+test-zfs: deps ## run the storage and backup tests on real OpenZFS in the VM of ../shared/zfsvm
 	@test -x "$(ZFSVM)" || { echo "test-zfs: $(ZFSVM) not found"; exit 1; }
 	$(ZFSVM) setup
-	CAIRN_TEST_ZFS=1 $(GO) test -race -count=1 -timeout 30m -exec "$(ZFSVM) run --" ./zfs/openzfs/
+	CAIRN_TEST_ZFS=1 $(GO) test -race -count=1 -timeout 30m -exec "$(ZFSVM) run --" ./zfs/openzfs/ ./appliance/backup/
 
 generate: ## regenerate the agent API code with buf (pinned); must leave no diff
 	$(GO) generate ./api/...
