@@ -1,6 +1,8 @@
 package appliance
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"strconv"
@@ -55,6 +57,31 @@ type StartPairingsRequest struct {
 	AgentID    string            `json:"agent_id,omitempty"`
 	ProductKey string            `json:"product_key"`
 	Settings   *pairing.Settings `json:"settings,omitempty"`
+}
+
+// UnmarshalJSON fills the settings the request leaves out with
+// pairing.DefaultSettings, so that {"settings": {"volumes": [...]}} keeps
+// the default schedule and retention; unknown fields are refused.
+func (r *StartPairingsRequest) UnmarshalJSON(b []byte) error {
+	type plain StartPairingsRequest
+	var probe struct {
+		Settings json.RawMessage `json:"settings"`
+	}
+	if err := json.Unmarshal(b, &probe); err != nil {
+		return err
+	}
+	p := plain{}
+	if len(probe.Settings) > 0 && string(probe.Settings) != "null" {
+		d := pairing.DefaultSettings()
+		p.Settings = &d
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&p); err != nil {
+		return err
+	}
+	*r = StartPairingsRequest(p)
+	return nil
 }
 
 // StartPairingsReply is the answer: the pairings started and the targets

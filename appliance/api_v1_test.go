@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"net"
 	"net/http"
+	"reflect"
 	"testing"
 
 	"github.com/cairnbackup/cairn/appliance"
+	"github.com/cairnbackup/cairn/pairing"
 )
 
 // TestV1BulkPairings: a list of targets makes one pairing each; a bad
@@ -74,5 +76,24 @@ func TestV1BulkPairings(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestStartPairingsRequestDefaultsOmittedSettings(t *testing.T) {
+	var req appliance.StartPairingsRequest
+	if err := json.Unmarshal([]byte(`{"target": "pc1", "product_key": "K", "settings": {"volumes": ["/d.img"], "backup_schedule": "@daily"}}`), &req); err != nil {
+		t.Fatal(err)
+	}
+	want := pairing.DefaultSettings()
+	want.Volumes, want.BackupSchedule = []string{"/d.img"}, "@daily"
+	if req.Settings == nil || !reflect.DeepEqual(*req.Settings, want) || req.Target != "pc1" {
+		t.Fatalf("settings %+v, want %+v", req.Settings, want)
+	}
+	req = appliance.StartPairingsRequest{}
+	if err := json.Unmarshal([]byte(`{"target": "pc1", "product_key": "K"}`), &req); err != nil || req.Settings != nil {
+		t.Fatalf("without settings: %+v, %v", req.Settings, err)
+	}
+	if err := json.Unmarshal([]byte(`{"target": "pc1", "settings": {"volumez": []}}`), &req); err == nil {
+		t.Fatal("an unknown settings field was accepted")
 	}
 }
