@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -257,11 +258,16 @@ func TestBackupFullAndIncrementals(t *testing.T) {
 	}
 
 	// A Range request of the newest point reads those bytes of the image.
-	img, err := os.ReadFile(e.image)
+	img, err := os.Open(e.image)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer img.Close()
 	for _, r := range [][2]int64{{0, 99}, {size/2 - 7, size/2 + 70000}, {size - 10, size - 1}} {
+		want := make([]byte, r[1]-r[0]+1)
+		if _, err := img.ReadAt(want, r[0]); err != nil {
+			t.Fatal(err)
+		}
 		req, _ := http.NewRequest("GET", e.app.url+"/api/v1/agents/"+e.agentID+"/recovery-points/"+ps[0].Snapshot+"/volumes/0", nil)
 		req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", r[0], r[1]))
 		resp, err := http.DefaultClient.Do(req)
@@ -270,8 +276,8 @@ func TestBackupFullAndIncrementals(t *testing.T) {
 		}
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if resp.StatusCode != http.StatusPartialContent || string(b) != string(img[r[0]:r[1]+1]) {
-			t.Errorf("range %v: HTTP %d, %d bytes, equal %v", r, resp.StatusCode, len(b), string(b) == string(img[r[0]:r[1]+1]))
+		if resp.StatusCode != http.StatusPartialContent || !bytes.Equal(b, want) {
+			t.Errorf("range %v: HTTP %d, %d bytes, equal %v", r, resp.StatusCode, len(b), bytes.Equal(b, want))
 		}
 	}
 }
@@ -353,6 +359,27 @@ func TestBackupSurvivesApplianceKill(t *testing.T) {
 	e.verify(ps[len(ps)-1].Snapshot)
 }
 
+// timeIncremental changes n blocks of the image and times their backup:
+// how long a backup that a test interrupts takes.
+func (e *backupEnv) timeIncremental(n int, seed uint64) time.Duration {
+	e.t.Helper()
+	changeImage(e.t, e.image, n, true, seed)
+	began := time.Now()
+	e.backup(2 * time.Minute)
+	return time.Since(began)
+}
+
+// waitRandom waits a random moment within 5–65% of took: a moment in the
+// middle of a backup that takes that long.
+func (e *backupEnv) waitRandom(rng *rand.Rand, took time.Duration) {
+	e.t.Helper()
+	select {
+	case <-e.agent.done:
+		e.t.Fatal("agent exited")
+	case <-time.After(time.Duration((0.05 + rng.Float64()*0.6) * float64(took))):
+	}
+}
+
 // TestBackupSurvivesAgentKill kills the agent in the middle of backups:
 // the job fails with a reason, no point is made, and once the agent is
 // back a backup succeeds and restores right.
@@ -360,24 +387,14 @@ func TestBackupSurvivesAgentKill(t *testing.T) {
 	const size = 256 << 20
 	e := newBackupEnv(t, size, 0.5, 5)
 	e.backup(2 * time.Minute)
-	// How long an incremental of this many changes takes, to kill the
-	// agent within that time.
 	const changes = 2000
-	changeImage(t, e.image, changes, true, 199)
-	began := time.Now()
-	e.backup(2 * time.Minute)
-	took := time.Since(began)
+	took := e.timeIncremental(changes, 199)
 	rng := rand.New(rand.NewPCG(5, 6))
 	midJob := 0
 	for run := range 4 {
 		changeImage(t, e.image, changes, true, uint64(200+run))
 		j := e.startBackup()
-		// A random moment within the time such a backup takes.
-		select {
-		case <-e.agent.done:
-			t.Fatal("agent exited")
-		case <-time.After(time.Duration((0.05 + rng.Float64()*0.6) * float64(took))):
-		}
+		e.waitRandom(rng, took)
 		points := len(e.points())
 		e.agent.kill()
 		j = e.wait(j.ID, time.Minute)
@@ -461,21 +478,14 @@ func TestBackupChannelCut(t *testing.T) {
 	first := e.backup(2 * time.Minute)
 	firstHash := fileHash(t, e.image)
 	const changes = 2000
-	changeImage(t, e.image, changes, true, 299)
-	began := time.Now()
-	e.backup(2 * time.Minute)
-	took := time.Since(began)
+	took := e.timeIncremental(changes, 299)
 	rng := rand.New(rand.NewPCG(7, 8))
 	cuts := 0
 	for run := range 3 {
 		changeImage(t, e.image, changes, true, uint64(300+run))
 		points := len(e.points())
 		j := e.startBackup()
-		select {
-		case <-e.agent.done:
-			t.Fatal("agent exited")
-		case <-time.After(time.Duration((0.05 + rng.Float64()*0.6) * float64(took))):
-		}
+		e.waitRandom(rng, took)
 		proxy.cut()
 		j = e.wait(j.ID, time.Minute)
 		t.Logf("run %d: %s: %s", run, j.State, j.Error)
