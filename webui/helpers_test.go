@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/cairnbackup/cairn/appliance"
+	"github.com/gin-gonic/gin"
 )
 
 // testArgon keeps password hashing cheap in tests; TestPasswordDefaults
@@ -204,4 +205,12 @@ func regexpFind(re, s string) string {
 		return ""
 	}
 	return html.UnescapeString(m[1])
+}
+
+// ginContext is a gin context for calling the UI's API client in tests.
+func ginContext(t *testing.T) *gin.Context {
+	t.Helper()
+	c, _ := gin.CreateTestContext(httptest.NewRecorder())
+	c.Request = httptest.NewRequest(http.MethodGet, "/", nil)
+	return c
 }

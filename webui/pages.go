@@ -63,6 +63,19 @@ type wizardData struct {
 	Reverse []agentView
 	// Refused lists the targets the API refused, with why.
 	Refused []string
+	// SettingsOpen unfolds the schedule and retention fields: they have
+	// a message.
+	SettingsOpen bool
+}
+
+// settingsOpen reports whether any message is about a settings field.
+func settingsOpen(errs map[string]string) bool {
+	for k := range errs {
+		if k != "targets" && k != "product_key" {
+			return true
+		}
+	}
+	return false
 }
 
 func (u *UI) reverseAgents(c *gin.Context) ([]agentView, error) {
@@ -127,7 +140,7 @@ func (u *UI) wizardSubmit(c *gin.Context) {
 			u.fail(c, err)
 			return
 		}
-		data.Data = wizardData{Grid: f.Grid, Reverse: rev, Refused: refused}
+		data.Data = wizardData{Grid: f.Grid, Reverse: rev, Refused: refused, SettingsOpen: settingsOpen(errs)}
 		u.render(c, code, "wizard", data)
 	}
 	if len(errs) > 0 {
@@ -233,7 +246,7 @@ func (u *UI) pairingRetry(c *gin.Context) {
 		return
 	}
 	path := "/pairings/" + strconv.FormatUint(p.ID, 10)
-	if err := u.api(c, http.MethodPost, path+"/retry", nil, nil); err != nil {
+	if err := u.api(c, http.MethodPost, "/api/v1"+path+"/retry", nil, nil); err != nil {
 		pp := newPairingPage(p)
 		u.render(c, http.StatusConflict, "pairing", pageData{Title: "Pairing " + p.AgentID, Nav: "wizard",
 			Message: "The retry was refused: " + err.Error(), Data: pp})
