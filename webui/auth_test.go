@@ -349,3 +349,38 @@ func TestAPIBearerToken(t *testing.T) {
 		t.Fatalf("revoked token: HTTP %d, want 401", p.Code)
 	}
 }
+
+// TestAPIGetsNoCredentials: the API handler never sees the session
+// cookie or the bearer token.
+func TestAPIGetsNoCredentials(t *testing.T) {
+	var got []string
+	api := stubAPI{routes: map[string]http.HandlerFunc{
+		"GET /api/v1/agents": func(w http.ResponseWriter, r *http.Request) {
+			got = append(got, r.Header.Get("Cookie")+r.Header.Get("Authorization"))
+			jsonAnswer(`[]`)(w, r)
+		},
+	}}
+	e := newEnv(t, api)
+	b := e.browser(t)
+	b.setup()
+	got = nil
+	if p := b.get("/api/v1/agents"); p.Code != http.StatusOK {
+		t.Fatalf("HTTP %d", p.Code)
+	}
+	if len(got) != 1 || got[0] != "" {
+		t.Fatalf("the API saw credentials: %q", got)
+	}
+}
+
+func TestFormBodyLimit(t *testing.T) {
+	e := newEnv(t, nil)
+	b := e.browser(t)
+	b.get("/setup")
+	huge := url.Values{"username": {strings.Repeat("a", 2<<20)}, "password": {testPassword}, "confirm": {testPassword}}
+	if p := b.post("/setup", huge); p.Code < 400 {
+		t.Fatalf("a 2 MiB form: HTTP %d", p.Code)
+	}
+	if st, _ := e.store.Load(context.Background()); st.Admin != nil {
+		t.Fatal("a 2 MiB form created the admin")
+	}
+}

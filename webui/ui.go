@@ -99,7 +99,7 @@ func New(cfg Config) (*UI, error) {
 func (u *UI) Handler() http.Handler {
 	r := gin.New()
 	r.HandleMethodNotAllowed = true
-	r.Use(u.recover, securityHeaders)
+	r.Use(u.recover, securityHeaders, limitBody)
 
 	static, _ := fs.Sub(staticFS, "static")
 	r.GET("/static/*file", func(c *gin.Context) {
@@ -107,7 +107,7 @@ func (u *UI) Handler() http.Handler {
 		c.FileFromFS(c.Param("file"), http.FS(static))
 	})
 	r.GET("/healthz", gin.WrapH(u.cfg.API))
-	r.Any("/api/*path", u.apiAuth, gin.WrapH(u.cfg.API))
+	r.Any("/api/*path", u.apiAuth, stripCredentials, gin.WrapH(u.cfg.API))
 
 	r.GET("/setup", u.setupPage)
 	r.POST("/setup", u.setupSubmit)
@@ -159,6 +159,22 @@ func securityHeaders(c *gin.Context) {
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Referrer-Policy", "same-origin")
+	c.Next()
+}
+
+// stripCredentials keeps the UI's cookies and the bearer token from the
+// API handler, which does not need them and must not log them.
+func stripCredentials(c *gin.Context) {
+	c.Request.Header.Del("Authorization")
+	c.Request.Header.Del("Cookie")
+	c.Next()
+}
+
+// maxFormBody bounds the body of a page's form.
+const maxFormBody = 1 << 20
+
+func limitBody(c *gin.Context) {
+	c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, maxFormBody)
 	c.Next()
 }
 
