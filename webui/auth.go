@@ -103,8 +103,16 @@ func authOf(c *gin.Context) authed {
 	return v
 }
 
+// pollPaths are the fragments htmx polls by itself: polling them does
+// not count as use, so an open dashboard does not keep a session alive.
+var pollPaths = map[string]bool{"/partials/agents": true, "/pairings/:id/steps": true}
+
+func passive(c *gin.Context) bool {
+	return c.Request.Method == http.MethodGet && isHTMX(c) && pollPaths[c.FullPath()]
+}
+
 // session returns the live session of the request's cookie, touching its
-// last use, or ok false.
+// last use unless the request is a poll, or ok false.
 func (u *UI) session(c *gin.Context) (id string, s Session, ok bool) {
 	ck, err := c.Request.Cookie(u.sessionCookie())
 	if err != nil || ck.Value == "" || len(ck.Value) > 128 {
@@ -129,7 +137,7 @@ func (u *UI) session(c *gin.Context) (id string, s Session, ok bool) {
 			u.dropSession(c, want)
 			return "", Session{}, false
 		}
-		if now.Sub(s.LastSeen) > touchEvery {
+		if now.Sub(s.LastSeen) > touchEvery && !passive(c) {
 			err := u.cfg.Store.Update(ctx, func(st *State) error {
 				for i := range st.Sessions {
 					if st.Sessions[i].IDHash == want {

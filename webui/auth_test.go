@@ -384,3 +384,27 @@ func TestFormBodyLimit(t *testing.T) {
 		t.Fatal("a 2 MiB form created the admin")
 	}
 }
+
+// TestPollingIsNotUse: the fragments htmx polls do not keep a session
+// alive; when it has ended, htmx is told to go to the login page.
+func TestPollingIsNotUse(t *testing.T) {
+	e := newEnv(t, nil, func(c *Config) { c.SessionIdle, c.SessionMax = 10*time.Minute, time.Hour })
+	b := e.browser(t)
+	b.setup()
+	poll := func() page {
+		req := httptest.NewRequest(http.MethodGet, "/partials/agents", nil)
+		req.Header.Set("HX-Request", "true")
+		return b.do(req)
+	}
+	for i := range 2 {
+		e.clock.Advance(4 * time.Minute)
+		if p := poll(); p.Code != http.StatusOK {
+			t.Fatalf("poll %d: HTTP %d", i, p.Code)
+		}
+	}
+	e.clock.Advance(3 * time.Minute) // 11 minutes without a page
+	p := poll()
+	if p.Code != http.StatusNoContent || p.Resp.Header.Get("HX-Redirect") != "/login?next=%2F" {
+		t.Fatalf("poll after the idle time: HTTP %d HX-Redirect %q", p.Code, p.Resp.Header.Get("HX-Redirect"))
+	}
+}
