@@ -47,30 +47,47 @@ func hashPassword(password string, p argonParams) (string, error) {
 
 var errBadHash = errors.New("password hash: not an argon2id PHC string")
 
+// Bounds on the parameters of a stored hash, so that no stored string can
+// make a login take unbounded memory or time.
+const (
+	maxArgonMemory  = 1 << 20 // KiB: 1 GiB
+	maxArgonTime    = 16
+	maxArgonThreads = 64
+)
+
+// parsePHC parses an argon2id PHC string.
+func parsePHC(phc string) (p argonParams, salt, key []byte, err error) {
+	parts := strings.Split(phc, "$")
+	if len(parts) != 6 || parts[0] != "" || parts[1] != "argon2id" {
+		return p, nil, nil, errBadHash
+	}
+	if parts[2] != fmt.Sprintf("v=%d", argon2.Version) {
+		return p, nil, nil, errBadHash
+	}
+	var m, t, th uint64
+	if n, err := fmt.Sscanf(parts[3], "m=%d,t=%d,p=%d", &m, &t, &th); err != nil || n != 3 ||
+		parts[3] != fmt.Sprintf("m=%d,t=%d,p=%d", m, t, th) ||
+		m < 8*th || m > maxArgonMemory || t == 0 || t > maxArgonTime || th == 0 || th > maxArgonThreads {
+		return p, nil, nil, errBadHash
+	}
+	p = argonParams{Memory: uint32(m), Time: uint32(t), Threads: uint8(th)}
+	enc := base64.RawStdEncoding.Strict()
+	// Only canonical base64: the decoder skips line breaks.
+	if salt, err = enc.DecodeString(parts[4]); err != nil || len(salt) < 8 || len(salt) > 64 || enc.EncodeToString(salt) != parts[4] {
+		return p, nil, nil, errBadHash
+	}
+	if key, err = enc.DecodeString(parts[5]); err != nil || len(key) < 16 || len(key) > 64 || enc.EncodeToString(key) != parts[5] {
+		return p, nil, nil, errBadHash
+	}
+	return p, salt, key, nil
+}
+
 // checkPassword reports whether password matches the PHC string, in
 // constant time for a given hash.
 func checkPassword(password, phc string) (bool, error) {
-	parts := strings.Split(phc, "$")
-	if len(parts) != 6 || parts[0] != "" || parts[1] != "argon2id" {
-		return false, errBadHash
-	}
-	var version int
-	if _, err := fmt.Sscanf(parts[2], "v=%d", &version); err != nil || version != argon2.Version {
-		return false, errBadHash
-	}
-	var p argonParams
-	if _, err := fmt.Sscanf(parts[3], "m=%d,t=%d,p=%d", &p.Memory, &p.Time, &p.Threads); err != nil ||
-		p.Time == 0 || p.Threads == 0 || p.Memory > 1<<22 || p.Time > 64 {
-		return false, errBadHash
-	}
-	enc := base64.RawStdEncoding
-	salt, err := enc.DecodeString(parts[4])
+	p, salt, want, err := parsePHC(phc)
 	if err != nil {
-		return false, errBadHash
-	}
-	want, err := enc.DecodeString(parts[5])
-	if err != nil || len(want) == 0 || len(want) > 128 {
-		return false, errBadHash
+		return false, err
 	}
 	got := argon2.IDKey([]byte(password), salt, p.Time, p.Memory, p.Threads, uint32(len(want)))
 	return subtle.ConstantTimeCompare(got, want) == 1, nil

@@ -85,7 +85,8 @@ func TestPassword(t *testing.T) {
 	}
 	for _, bad := range []string{"", "plain", "$argon2i$v=19$m=1024,t=1,p=1$c2FsdA$aGFzaA", "$argon2id$v=18$m=1024,t=1,p=1$c2FsdA$aGFzaA",
 		"$argon2id$v=19$m=1024,t=0,p=1$c2FsdA$aGFzaA", "$argon2id$v=19$m=99999999,t=1,p=1$c2FsdA$aGFzaA", "$argon2id$v=19$m=1024,t=1,p=1$!!$aGFzaA",
-		"$argon2id$v=19$m=1024,t=1,p=1$c2FsdA$"} {
+		"$argon2id$v=19$m=1024,t=1,p=1$c2FsdA$", "$argon2id$v=19$m=1024,t=1,p=1 $c2FsdGFsdA$aGFzaGhhc2hoYXNoaGFzaA",
+		"$argon2id$v=19$m=2097152,t=1,p=1$c2FsdGFsdA$aGFzaGhhc2hoYXNoaGFzaA"} {
 		if _, err := checkPassword("x", bad); !errors.Is(err, errBadHash) {
 			t.Errorf("checkPassword on %q: %v, want errBadHash", bad, err)
 		}
