@@ -71,7 +71,7 @@ type wizardData struct {
 // settingsOpen reports whether any message is about a settings field.
 func settingsOpen(errs map[string]string) bool {
 	for k := range errs {
-		if k != "targets" && k != "product_key" {
+		if k != "targets" && k != "product_key" && k != "port" {
 			return true
 		}
 	}
@@ -107,6 +107,7 @@ func (u *UI) wizardPage(c *gin.Context) {
 // startPairingsRequest is the body of POST /api/v1/pairings.
 type startPairingsRequest struct {
 	Target     string            `json:"target,omitempty"`
+	Port       int               `json:"port,omitempty"`
 	AgentID    string            `json:"agent_id,omitempty"`
 	ProductKey string            `json:"product_key"`
 	Settings   *pairing.Settings `json:"settings,omitempty"`
@@ -117,8 +118,21 @@ func (u *UI) wizardSubmit(c *gin.Context) {
 	targets := c.PostForm("targets")
 	reverse := strings.TrimSpace(c.PostForm("reverse"))
 	key := strings.TrimSpace(c.PostForm("product_key"))
-	f.Values["targets"], f.Values["reverse"], f.Values["product_key"] = targets, reverse, key
+	portText := strings.TrimSpace(c.PostForm("port"))
+	f.Values["targets"], f.Values["reverse"], f.Values["product_key"], f.Values["port"] = targets, reverse, key, portText
 	s, errs := f.settings(nil)
+	port := 0
+	if portText != "" {
+		n, err := strconv.Atoi(portText)
+		switch {
+		case err != nil || n < 1 || n > 65535:
+			errs["port"] = "Enter a port from 1 to 65535, or leave it empty for 25568."
+		case reverse != "":
+			errs["port"] = "An agent connected with its token has no port: leave it empty."
+		default:
+			port = n
+		}
+	}
 	list, msg := splitTargets(targets)
 	switch {
 	case msg != "":
@@ -148,7 +162,7 @@ func (u *UI) wizardSubmit(c *gin.Context) {
 		show(http.StatusUnprocessableEntity, nil)
 		return
 	}
-	req := startPairingsRequest{Target: strings.Join(list, "\n"), AgentID: reverse, ProductKey: key, Settings: &s}
+	req := startPairingsRequest{Target: strings.Join(list, "\n"), Port: port, AgentID: reverse, ProductKey: key, Settings: &s}
 	status, body, err := u.apiRaw(c, http.MethodPost, "/api/v1/pairings", req)
 	if err != nil {
 		u.fail(c, err)

@@ -82,6 +82,8 @@ func TestWizardValidation(t *testing.T) {
 		{"no target", func(v url.Values) { v.Del("targets") }, "targets", "Name at least one machine"},
 		{"bad target", func(v url.Values) { v.Set("targets", "web01,\nbad host!") }, "targets", "Not a host name, FQDN or IP address: &#34;bad host!&#34;."},
 		{"target and agent", func(v url.Values) { v.Set("reverse", "nat01") }, "targets", "not both"},
+		{"bad port", func(v url.Values) { v.Set("port", "70000") }, "port", "Enter a port from 1 to 65535"},
+		{"port for reverse", func(v url.Values) { v.Del("targets"); v.Set("reverse", "nat01"); v.Set("port", "2000") }, "port", "has no port"},
 		{"no key", func(v url.Values) { v.Del("product_key") }, "product_key", "Enter the product key."},
 		{"bad key", func(v url.Values) { v.Set("product_key", "BFBPF-51RGX-B1MXQ-BGGFQ-Z9PDF") }, "product_key", "check"},
 		{"empty grid", func(v url.Values) { setGrid(v, Grid{}) }, "schedule", "Tick at least one hour."},
@@ -110,7 +112,7 @@ func TestWizardValidation(t *testing.T) {
 		if end := strings.Index(p.Body[i:], "</"); !strings.Contains(p.Body[i:i+end], tc.msg) {
 			t.Errorf("%s: message %q, want %q", tc.name, p.Body[i:i+end], tc.msg)
 		}
-		if open := strings.Contains(p.Body, "<details open>"); open != (tc.field != "targets" && tc.field != "product_key") {
+		if open := strings.Contains(p.Body, "<details open>"); open != (tc.field != "targets" && tc.field != "product_key" && tc.field != "port") {
 			t.Errorf("%s: settings unfolded %v", tc.name, open)
 		}
 		// The input is kept.
@@ -139,11 +141,15 @@ func TestWizardValidation(t *testing.T) {
 
 	v := validWizard()
 	v.Set("targets", "fs1\nfs2")
+	v.Set("port", "2500")
 	p = b.post("/agents/new", v)
 	if p.Code != http.StatusCreated {
 		t.Fatalf("two targets: HTTP %d", p.Code)
 	}
 	mustContain(t, "two targets", p.Body, "2 pairing(s) started.", `href="/pairings/2"`, `href="/pairings/3"`)
+	if err := e.ui.api(ginContext(t), http.MethodGet, "/api/v1/pairings/3", nil, &pr); err != nil || pr.Target != "fs2" || pr.Port != 2500 {
+		t.Fatalf("pairing 3: %+v, %v; want fs2 port 2500", pr, err)
+	}
 }
 
 func TestWizardAPIRefusal(t *testing.T) {
