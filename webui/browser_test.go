@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -46,7 +48,19 @@ func TestBrowser(t *testing.T) {
 		}
 		t.Skipf("%v; CAIRN_TEST_BROWSER=1 makes this a failure", err)
 	}
-	e := newEnv(t, nil)
+	// A real appliance, and one pairing (42) whose Connect and Inspect
+	// data need a real agent: it runs until done is set.
+	var done atomic.Bool
+	api := stubAPI{next: newAppliance(t).Handler(), routes: map[string]http.HandlerFunc{
+		"GET /api/v1/pairings/42": func(w http.ResponseWriter, r *http.Request) {
+			state, dataset := "running", "running"
+			if done.Load() {
+				state, dataset = "done", "ok"
+			}
+			jsonAnswer(strings.Replace(pairingAnswer(state, dataset), `"id": 7`, `"id": 42`, 1))(w, r)
+		},
+	}}
+	e := newEnv(t, api)
 	srv := httptest.NewServer(e.h)
 	defer srv.Close()
 	shots := filepath.Join("testdata", "screenshots")
@@ -149,6 +163,20 @@ func TestBrowser(t *testing.T) {
 	if err != nil || swapped != "Agents" {
 		t.Errorf("htmx swap: %q, %v", swapped, err)
 	}
+	// The live view: htmx polls the steps and swaps them in place when
+	// the pairing ends, without reloading the page.
+	do("pairing running",
+		chromedp.Navigate(srv.URL+"/pairings/42"),
+		chromedp.WaitVisible(css(`#steps[hx-trigger="every 1s"]`)),
+		chromedp.Evaluate[chromedp.Void](`window.cairnMarker = "same page"`))
+	shot("pairing-running")
+	done.Store(true)
+	do("pairing done", chromedp.WaitVisible(css(`#steps a[href="/agents/web01/settings"]`)))
+	marker, err := chromedp.Run(ctx, chromedp.Evaluate[string](`window.cairnMarker || "reloaded"`))
+	if err != nil || marker != "same page" {
+		t.Errorf("the page was reloaded: %q, %v", marker, err)
+	}
+	shot("pairing-done")
 	do("phone",
 		chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile),
 		chromedp.Navigate(srv.URL+"/agents/new"),
