@@ -455,7 +455,9 @@ func TestPagesAndAssets(t *testing.T) {
 			t.Errorf("GET %s: HTTP %d", path, p.Code)
 		}
 	}
-	if p := b.get("/static/../ui.go"); p.Code == http.StatusOK {
-		t.Errorf("GET /static/../ui.go: HTTP %d", p.Code)
+	for _, path := range []string{"/static/", "/static/update.sh", "/static/../ui.go", "/static/nope.js"} {
+		if p := b.get(path); p.Code != http.StatusNotFound {
+			t.Errorf("GET %s: HTTP %d, want 404", path, p.Code)
+		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -103,8 +104,14 @@ func (u *UI) Handler() http.Handler {
 
 	static, _ := fs.Sub(staticFS, "static")
 	r.GET("/static/*file", func(c *gin.Context) {
+		// Files only: no directory listing.
+		name := strings.TrimPrefix(c.Param("file"), "/")
+		if fi, err := fs.Stat(static, name); err != nil || fi.IsDir() || !fs.ValidPath(name) {
+			u.notFound(c)
+			return
+		}
 		c.Header("Cache-Control", "public, max-age=3600")
-		c.FileFromFS(c.Param("file"), http.FS(static))
+		c.FileFromFS(name, http.FS(static))
 	})
 	r.GET("/healthz", gin.WrapH(u.cfg.API))
 	r.Any("/api/*path", u.apiAuth, stripCredentials, gin.WrapH(u.cfg.API))
