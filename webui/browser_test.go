@@ -177,6 +177,17 @@ func TestBrowser(t *testing.T) {
 		t.Errorf("the page was reloaded: %q, %v", marker, err)
 	}
 	shot("pairing-done")
+	do("agent token",
+		chromedp.Navigate(srv.URL+"/tokens"),
+		chromedp.SendKeys(css(`#f-agent_id`), "nat01"),
+		chromedp.Submit(css(`#f-agent_id`)),
+		chromedp.WaitVisible(css(`#secret-value`)),
+		chromedp.Click(css(`button[data-copy="secret-value"]`)))
+	copied, err := chromedp.Run(ctx, chromedp.Poll[string](`document.getElementById("secret-copied").textContent`))
+	if err != nil || copied != "Copied." {
+		t.Errorf("copy button: %q, %v", copied, err)
+	}
+	shot("agent-token")
 	do("phone",
 		chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile),
 		chromedp.Navigate(srv.URL+"/agents/new"),
