@@ -1,0 +1,157 @@
+package webui
+
+import (
+	"encoding/json"
+	"time"
+
+	"github.com/cairnbackup/cairn/pairing"
+)
+
+// The API's JSON as the pages read it (docs/api.md). Only the fields the
+// pages show are here; the UI never imports the appliance.
+
+type agentView struct {
+	ID          string `json:"id"`
+	Hostname    string `json:"hostname"`
+	Address     string `json:"address"`
+	Fingerprint string `json:"fingerprint"`
+	Mode        string `json:"mode"`
+	Dataset     string `json:"dataset"`
+	Connected   bool   `json:"connected"`
+	Session     *struct {
+		Mode           string        `json:"mode"`
+		RemoteAddr     string        `json:"remote_addr"`
+		Hostname       string        `json:"hostname"`
+		OS             string        `json:"os"`
+		AgentVersion   string        `json:"agent_version"`
+		ConnectedSince time.Time     `json:"connected_since"`
+		LastSeen       time.Time     `json:"last_seen"`
+		RTT            time.Duration `json:"rtt_ns"`
+		LastDuplicate  *duplicate    `json:"last_duplicate"`
+	} `json:"session"`
+	Settings *pairing.Settings `json:"settings"`
+	License  *struct {
+		State   string    `json:"state"`
+		Reason  string    `json:"reason"`
+		Expires time.Time `json:"expires"`
+	} `json:"license"`
+}
+
+type duplicate struct {
+	At         time.Time `json:"at"`
+	RemoteAddr string    `json:"remote_addr"`
+	Count      int       `json:"count"`
+}
+
+type stepView struct {
+	Step     string          `json:"step"`
+	Status   string          `json:"status"`
+	Detail   string          `json:"detail"`
+	Remedy   string          `json:"remedy"`
+	Code     string          `json:"code"`
+	Data     json.RawMessage `json:"data"`
+	Started  time.Time       `json:"started"`
+	Finished time.Time       `json:"finished"`
+	Attempts int             `json:"attempts"`
+}
+
+type pairingView struct {
+	ID        uint64           `json:"id"`
+	Target    string           `json:"target"`
+	Port      int              `json:"port"`
+	AgentID   string           `json:"agent_id"`
+	Mode      string           `json:"mode"`
+	State     string           `json:"state"`
+	Settings  pairing.Settings `json:"settings"`
+	Steps     []stepView       `json:"steps"`
+	CreatedAt time.Time        `json:"created_at"`
+	UpdatedAt time.Time        `json:"updated_at"`
+}
+
+// step returns the named step, or nil.
+func (p pairingView) step(name string) *stepView {
+	for i := range p.Steps {
+		if p.Steps[i].Step == name {
+			return &p.Steps[i]
+		}
+	}
+	return nil
+}
+
+// connectData is the Connect step's data: the agent's identity.
+type connectData struct {
+	Address      string `json:"address"`
+	Fingerprint  string `json:"fingerprint"`
+	Short        string `json:"short"`
+	Hostname     string `json:"hostname"`
+	OS           string `json:"os"`
+	AgentVersion string `json:"agent_version"`
+}
+
+type volumeView struct {
+	ID          string   `json:"id"`
+	Path        string   `json:"path"`
+	SizeBytes   uint64   `json:"size_bytes"`
+	Filesystem  string   `json:"filesystem"`
+	MountPoints []string `json:"mount_points"`
+}
+
+type writerView struct {
+	Name      string `json:"name"`
+	ID        string `json:"id"`
+	State     string `json:"state"`
+	LastError string `json:"last_error"`
+}
+
+// inspectData is the Inspect step's data.
+type inspectData struct {
+	Volumes          []volumeView `json:"volumes"`
+	Writers          []writerView `json:"writers"`
+	SnapshotProvider string       `json:"snapshot_provider"`
+}
+
+// pairingPage is the live view of one pairing.
+type pairingPage struct {
+	Pairing pairingView
+	Running bool
+	Connect *connectData
+	Inspect *inspectData
+}
+
+func newPairingPage(p pairingView) pairingPage {
+	pp := pairingPage{Pairing: p, Running: p.State == "running"}
+	if s := p.step(pairing.StepConnect); s != nil && len(s.Data) > 0 {
+		var d connectData
+		if json.Unmarshal(s.Data, &d) == nil && d.Fingerprint != "" {
+			pp.Connect = &d
+		}
+	}
+	if s := p.step(pairing.StepInspect); s != nil && len(s.Data) > 0 {
+		var d inspectData
+		if json.Unmarshal(s.Data, &d) == nil {
+			pp.Inspect = &d
+		}
+	}
+	return pp
+}
+
+type tokenView struct {
+	ID          uint64    `json:"id"`
+	AgentID     string    `json:"agent_id"`
+	Fingerprint string    `json:"fingerprint"`
+	Source      string    `json:"source"`
+	CreatedAt   time.Time `json:"created_at"`
+	BoundAt     time.Time `json:"bound_at"`
+	RevokedAt   time.Time `json:"revoked_at"`
+	LastSeenAt  time.Time `json:"last_seen_at"`
+	LastAddr    string    `json:"last_addr"`
+}
+
+type auditView struct {
+	Seq    uint64    `json:"seq"`
+	Time   time.Time `json:"time"`
+	Actor  string    `json:"actor"`
+	Action string    `json:"action"`
+	Target string    `json:"target"`
+	Detail string    `json:"detail"`
+}
