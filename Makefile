@@ -18,8 +18,9 @@ help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 deps: ## install what building and testing need (Debian packages)
-	@command -v gcc >/dev/null && command -v ip >/dev/null && command -v nbdinfo >/dev/null && command -v nbdcopy >/dev/null || \
-		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libc6-dev iproute2 libnbd-bin; }
+	@command -v gcc >/dev/null && command -v ip >/dev/null && command -v nbdinfo >/dev/null && command -v nbdcopy >/dev/null && \
+		command -v chromium >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libc6-dev iproute2 libnbd-bin chromium; }
 
 build: ## build the programs into bin/
 	$(GO) build -o bin/ ./cmd/...
@@ -29,7 +30,7 @@ run: build ## start the appliance on embedded defaults (data in ./var, http://12
 
 test: deps ## run every test with the race detector (OpenZFS tests: make test-zfs); vet the agent for Windows
 	GOOS=windows GOARCH=amd64 $(GO) vet ./agent/... ./cmd/cairn-agent/
-	CAIRN_TEST_NETNS=1 $(GO) test -race -count=1 -timeout 30m ./...
+	CAIRN_TEST_NETNS=1 CAIRN_TEST_BROWSER=1 $(GO) test -race -count=1 -timeout 30m ./...
 
 test-zfs: deps ## run the storage and backup tests on real OpenZFS in the VM of ../shared/zfsvm
 	@test -x "$(ZFSVM)" || { echo "test-zfs: $(ZFSVM) not found"; exit 1; }
