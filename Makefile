@@ -19,8 +19,8 @@ help: ## list the targets
 
 deps: ## install what building and testing need (Debian packages)
 	@command -v gcc >/dev/null && command -v ip >/dev/null && command -v nbdinfo >/dev/null && command -v nbdcopy >/dev/null && \
-		command -v chromium >/dev/null || \
-		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libc6-dev iproute2 libnbd-bin chromium; }
+		command -v chromium >/dev/null && command -v lvcreate >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libc6-dev iproute2 libnbd-bin chromium lvm2; }
 
 build: ## build the programs into bin/
 	$(GO) build -o bin/ ./cmd/...
@@ -32,10 +32,11 @@ test: deps ## run every test with the race detector (OpenZFS tests: make test-zf
 	GOOS=windows GOARCH=amd64 $(GO) vet ./agent/... ./cmd/cairn-agent/
 	CAIRN_TEST_NETNS=1 CAIRN_TEST_BROWSER=1 $(GO) test -race -count=1 -timeout 30m ./...
 
-test-zfs: deps ## run the storage and backup tests on real OpenZFS in the VM of ../shared/zfsvm
+test-zfs: deps ## in the VM of ../shared/zfsvm, one at a time: storage and backup tests on real OpenZFS, the LVM snapshot provider on real LVM
 	@test -x "$(ZFSVM)" || { echo "test-zfs: $(ZFSVM) not found"; exit 1; }
 	$(ZFSVM) setup
-	CAIRN_TEST_ZFS=1 $(GO) test -race -count=1 -timeout 30m -exec "$(ZFSVM) run --" ./zfs/openzfs/ ./appliance/backup/
+	CAIRN_TEST_ZFS=1 $(GO) test -race -count=1 -p 1 -timeout 30m -exec "$(ZFSVM) run --" ./zfs/openzfs/ ./appliance/backup/
+	CAIRN_TEST_LVM=1 $(GO) test -race -count=1 -timeout 10m -run TestLVMReal -exec "$(ZFSVM) run --" ./agent/snapshot/
 
 generate: ## regenerate the agent API code with buf (pinned); must leave no diff
 	$(GO) generate ./api/...

@@ -108,6 +108,15 @@ type Image interface {
 	Close() error
 }
 
+// HashedWriter is implemented by an Image that can use the SHA-256 of
+// what is written when the caller has computed it already (the embedded
+// pool addresses its chunks by it). WriteAtHashed is WriteAt; sum must be
+// the SHA-256 of b, or the image's content is wrong. Callers that have the
+// hash of a block they checked use it; others use WriteAt.
+type HashedWriter interface {
+	WriteAtHashed(b []byte, off int64, sum [32]byte) (int, error)
+}
+
 // ImageReader reads one image of a snapshot.
 type ImageReader interface {
 	io.ReaderAt

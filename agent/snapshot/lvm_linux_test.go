@@ -29,6 +29,15 @@ func TestLVMReal(t *testing.T) {
 	if os.Geteuid() != 0 {
 		need("root", fmt.Errorf("running as uid %d", os.Geteuid()))
 	}
+	if os.Getenv("ZFSVM") == "1" {
+		// In the VM of ../shared/zfsvm (make test-zfs), which loads
+		// modules on demand only for what udev asks.
+		for _, m := range []string{"loop", "dm_mod", "dm_snapshot"} {
+			if _, err := Exec(ctx, "modprobe", m); err != nil {
+				t.Logf("modprobe %s: %v", m, err)
+			}
+		}
+	}
 	_, err := Exec(ctx, "dmsetup", "version")
 	need("device mapper", err)
 	file := filepath.Join(t.TempDir(), "pv.img")

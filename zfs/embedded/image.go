@@ -24,9 +24,12 @@ type head struct {
 	p    *Pool
 	path string // index file
 
-	mu         sync.RWMutex
-	ix         *index
-	dirty      map[int64][]byte // chunk number → its new full content
+	mu    sync.RWMutex
+	ix    *index
+	dirty map[int64][]byte // chunk number → its new full content
+	// sums are the SHA-256 digests of dirty chunks written whole by
+	// writeHashed, so that flushing does not hash them again.
+	sums       map[int64]digest
 	dirtyBytes int64
 	changed    bool // ix differs from the index file
 	refs       int  // open handles; guarded by p.mu
@@ -90,7 +93,7 @@ func (p *Pool) OpenImage(ctx context.Context, ds zfs.DatasetName, image string) 
 		if err != nil {
 			return nil, &zfs.Error{Op: "open image", Name: what, Err: err}
 		}
-		h = &head{p: p, path: path, ix: ix, dirty: make(map[int64][]byte)}
+		h = &head{p: p, path: path, ix: ix, dirty: make(map[int64][]byte), sums: make(map[int64]digest)}
 		p.heads[path] = h
 	}
 	h.refs++
@@ -162,6 +165,34 @@ func putBuf(b []byte) { chunkBufs.Put(&b) }
 func (h *head) writeAt(b []byte, off int64) (int, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	n, err := h.writeLocked(b, off)
+	if err != nil {
+		return n, err
+	}
+	h.flushIfFull()
+	return n, nil
+}
+
+// writeHashed is writeAt for a caller that knows the SHA-256 of b: when b
+// is exactly one chunk, flushing uses sum rather than hashing the chunk
+// again. The caller must be sure of sum: a chunk is stored under it.
+func (h *head) writeHashed(b []byte, off int64, sum digest) (int, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n, err := h.writeLocked(b, off)
+	if err != nil {
+		return n, err
+	}
+	if cs := h.ix.chunkSize; off%cs == 0 && int64(len(b)) == h.ix.chunkLen(off/cs) {
+		h.sums[off/cs] = sum
+	}
+	h.flushIfFull()
+	return n, nil
+}
+
+// writeLocked copies b into the dirty chunks it covers. The caller holds
+// h.mu.
+func (h *head) writeLocked(b []byte, off int64) (int, error) {
 	ix := h.ix
 	if off < 0 || off > ix.size || int64(len(b)) > ix.size-off {
 		return 0, fmt.Errorf("write %d bytes at %d of %d: %w", len(b), off, ix.size, zfs.ErrOutOfRange)
@@ -185,13 +216,18 @@ func (h *head) writeAt(b []byte, off int64) (int, error) {
 			h.dirtyBytes += clen
 		}
 		n += copy(buf[within:], b[n:])
-	}
-	if h.dirtyBytes >= h.p.maxDirty {
-		// On failure the chunks stay in memory and the next flush, at the
-		// latest Sync, tries again and reports the error.
-		_ = h.flushLocked()
+		delete(h.sums, i) // the chunk's content is no longer what a sum said
 	}
 	return len(b), nil
+}
+
+// flushIfFull stores the dirty chunks once they take maxDirty. On failure
+// they stay in memory and the next flush, at the latest Sync, tries again
+// and reports the error. The caller holds h.mu.
+func (h *head) flushIfFull() {
+	if h.dirtyBytes >= h.p.maxDirty {
+		_ = h.flushLocked()
+	}
 }
 
 // flushLocked stores the dirty chunks (hash, compress, write) on all CPUs
@@ -216,7 +252,11 @@ func (h *head) flushLocked() error {
 		go func() {
 			defer wg.Done()
 			for k := next.Add(1) - 1; k < int64(len(nums)); k = next.Add(1) - 1 {
-				entries[k], errs[k] = h.p.chunks.put(h.dirty[nums[k]])
+				var known *digest
+				if sum, ok := h.sums[nums[k]]; ok {
+					known = &sum
+				}
+				entries[k], errs[k] = h.p.chunks.put(h.dirty[nums[k]], known)
 			}
 		}()
 	}
@@ -231,6 +271,7 @@ func (h *head) flushLocked() error {
 		h.dirtyBytes -= int64(len(h.dirty[i]))
 		putBuf(h.dirty[i])
 		delete(h.dirty, i)
+		delete(h.sums, i)
 		h.changed = true
 	}
 	return first
@@ -349,6 +390,20 @@ func (im *liveImage) WriteAt(b []byte, off int64) (int, error) {
 		return 0, &zfs.Error{Op: "write", Name: im.name, Err: zfs.ErrClosed}
 	}
 	n, err := im.h.writeAt(b, off)
+	if err != nil {
+		err = &zfs.Error{Op: "write", Name: im.name, Err: err}
+	}
+	return n, err
+}
+
+// WriteAtHashed is WriteAt for a caller that has computed the SHA-256 of
+// b (zfs.HashedWriter): a write of exactly one chunk (64 KiB, aligned) is
+// stored without hashing it again.
+func (im *liveImage) WriteAtHashed(b []byte, off int64, sum [32]byte) (int, error) {
+	if im.closed.Load() {
+		return 0, &zfs.Error{Op: "write", Name: im.name, Err: zfs.ErrClosed}
+	}
+	n, err := im.h.writeHashed(b, off, digest(sum))
 	if err != nil {
 		err = &zfs.Error{Op: "write", Name: im.name, Err: err}
 	}

@@ -240,11 +240,16 @@ var zeroBlock [64 << 10]byte
 
 // encode hashes and encodes one chunk into a record (header included). An
 // all-zero chunk is a hole and has no record.
-func (s *chunkStore) encode(data []byte) (digest, []byte) {
+func (s *chunkStore) encode(data []byte, known *digest) (digest, []byte) {
 	if isZero(data) {
 		return digest{}, nil
 	}
-	sum := sha256.Sum256(data)
+	var sum digest
+	if known != nil {
+		sum = *known
+	} else {
+		sum = sha256.Sum256(data)
+	}
 	rec := make([]byte, recordHeader+1, recordHeader+1+len(data)+16)
 	rec[recordHeader] = chunkZstd
 	rec = s.enc.EncodeAll(data, rec)
@@ -258,9 +263,10 @@ func (s *chunkStore) encode(data []byte) (digest, []byte) {
 }
 
 // put stores a chunk and returns its entry. It is durable after the next
-// barrier.
-func (s *chunkStore) put(data []byte) (entry, error) {
-	sum, rec := s.encode(data)
+// barrier. known, if not nil, is the SHA-256 of data, which the caller
+// has computed (put then does not hash data again).
+func (s *chunkStore) put(data []byte, known *digest) (entry, error) {
+	sum, rec := s.encode(data, known)
 	if sum.isHole() {
 		return entry{}, nil
 	}

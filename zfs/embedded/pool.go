@@ -88,7 +88,10 @@ type Pool struct {
 	txg    uint64 // last snapshot's CreateTxg
 }
 
-var _ zfs.Pool = (*Pool)(nil)
+var (
+	_ zfs.Pool         = (*Pool)(nil)
+	_ zfs.HashedWriter = (*liveImage)(nil)
+)
 
 // Open opens the pool in cfg.Dir, creating it if needed. Only one process
 // may have a pool open; another gets an error that wraps zfs.ErrBusy.
