@@ -23,6 +23,8 @@ func (a *Appliance) routeV1(mux *http.ServeMux) {
 	mux.HandleFunc("POST /api/v1/pairings/{id}/retry", a.v1Retry)
 	mux.HandleFunc("GET /api/v1/agents", a.apiAgents)
 	mux.HandleFunc("DELETE /api/v1/agents/{id}", a.v1Unpair)
+	mux.HandleFunc("GET /api/v1/agents/{id}/settings", a.v1Settings)
+	mux.HandleFunc("PUT /api/v1/agents/{id}/settings", a.v1PutSettings)
 	a.routeBackup(mux)
 }
 

@@ -559,3 +559,41 @@ func TestNBDExport(t *testing.T) {
 		t.Fatalf("stop again: HTTP %d, want 404", code)
 	}
 }
+
+// TestAgentSettings reads and changes an agent's settings through the v1
+// API: fields left out keep their values, and bad ones (a volume the
+// agent does not have, a negative count, an unknown field) are refused.
+func TestAgentSettings(t *testing.T) {
+	e := newBackupEnv(t, 4<<20, 0.5, 13)
+	path := "/api/v1/agents/" + e.agentID + "/settings"
+	type settings struct {
+		BackupSchedule string         `json:"backup_schedule"`
+		Volumes        []string       `json:"volumes"`
+		Retention      map[string]int `json:"retention"`
+	}
+	var s settings
+	if code := e.app.get(t, path, &s); code != http.StatusOK || s.BackupSchedule != "0 0 1 1 *" || len(s.Volumes) != 1 || s.Volumes[0] != e.volume {
+		t.Fatalf("GET settings: HTTP %d %+v", code, s)
+	}
+	if code := e.app.put(t, path, map[string]any{"backup_schedule": "@daily"}, &s); code != http.StatusOK ||
+		s.BackupSchedule != "@daily" || len(s.Volumes) != 1 || s.Retention["keep_last"] != 100 {
+		t.Fatalf("PUT schedule: HTTP %d %+v", code, s)
+	}
+	for _, bad := range []map[string]any{
+		{"volumes": []string{"/no/such/volume"}},
+		{"retention": map[string]int{"keep_last": -1}},
+		{"backup_schedule": "every tuesday"},
+		{"volumez": []string{}},
+	} {
+		if code := e.app.put(t, path, bad, nil); code != http.StatusBadRequest {
+			t.Errorf("PUT %v: HTTP %d, want 400", bad, code)
+		}
+	}
+	var after settings
+	if e.app.get(t, path, &after); after.BackupSchedule != "@daily" || len(after.Volumes) != 1 {
+		t.Fatalf("settings after the refusals: %+v", after)
+	}
+	if code := e.app.get(t, "/api/v1/agents/nosuch/settings", nil); code != http.StatusNotFound {
+		t.Fatalf("GET settings of an unknown agent: HTTP %d", code)
+	}
+}

@@ -188,6 +188,29 @@ func (a *appliance) post(t testing.TB, path string, body, out any) int {
 	return resp.StatusCode
 }
 
+// put sends body as JSON with PUT and decodes a 2xx answer into out.
+func (a *appliance) put(t testing.TB, path string, body, out any) int {
+	t.Helper()
+	b, _ := json.Marshal(body)
+	req, err := http.NewRequest(http.MethodPut, a.url+path, bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	rb, _ := io.ReadAll(resp.Body)
+	if out != nil && resp.StatusCode/100 == 2 {
+		if err := json.Unmarshal(rb, out); err != nil {
+			t.Fatalf("PUT %s: %v: %s", path, err, rb)
+		}
+	}
+	return resp.StatusCode
+}
+
 // do sends a request without a body and returns the status.
 func (a *appliance) do(t testing.TB, method, path string) int {
 	t.Helper()

@@ -368,12 +368,7 @@ func (u *UI) settingsSubmit(c *gin.Context) {
 		return
 	}
 	err := u.api(c, http.MethodPut, "/api/v1/agents/"+url.PathEscape(a.ID)+"/settings", s, nil)
-	var ae *APIError
 	switch {
-	case errors.As(err, &ae) && (ae.Status == http.StatusNotFound || ae.Status == http.StatusMethodNotAllowed):
-		data.Message = "These settings are valid, but this appliance's API cannot change an agent's settings yet " +
-			"(PUT /api/v1/agents/{id}/settings is missing). Settings chosen in the add-agent wizard are applied by the pairing."
-		u.render(c, http.StatusNotImplemented, "settings", data)
 	case err != nil:
 		data.Message = "The appliance refused the settings: " + err.Error()
 		u.render(c, http.StatusUnprocessableEntity, "settings", data)

@@ -320,9 +320,9 @@ func TestSettingsForm(t *testing.T) {
 	}
 }
 
-// TestSettingsWithoutEndpoint: the real API has no settings endpoint yet;
-// the page says so instead of pretending to save.
-func TestSettingsWithoutEndpoint(t *testing.T) {
+// TestSettingsRefusedByAPI: the real API refuses settings of an agent it
+// does not know; the page says so and keeps the input.
+func TestSettingsRefusedByAPI(t *testing.T) {
 	real := newAppliance(t)
 	api := stubAPI{next: real.Handler(), routes: map[string]http.HandlerFunc{
 		"GET /api/v1/agents": jsonAnswer(`[{"id": "web01", "mode": "direct"}]`),
@@ -333,10 +333,10 @@ func TestSettingsWithoutEndpoint(t *testing.T) {
 	form := url.Values{"minute": {"0"}, "keep_last": {"5"}}
 	setGrid(form, DefaultGrid())
 	p := b.post("/agents/web01/settings", form)
-	if p.Code != http.StatusNotImplemented {
-		t.Fatalf("HTTP %d, want 501", p.Code)
+	if p.Code != http.StatusUnprocessableEntity {
+		t.Fatalf("HTTP %d, want 422", p.Code)
 	}
-	mustContain(t, "no endpoint", p.Body, "cannot change an agent&#39;s settings yet")
+	mustContain(t, "refused", p.Body, "The appliance refused the settings")
 }
 
 func TestTokensPage(t *testing.T) {
