@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/cairnbackup/cairn/agent"
@@ -27,6 +28,11 @@ import (
 )
 
 var version = "dev"
+
+// memoryLimit is the agent's soft memory limit unless GOMEMLIMIT sets one:
+// an agent shares its machine with the workload it protects, and its
+// backups need a few MiB of blocks in flight whatever the volume's size.
+const memoryLimit = 40 << 20
 
 const (
 	exitFailure = 1
@@ -38,6 +44,9 @@ func main() {
 }
 
 func run(args []string) int {
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(memoryLimit)
+	}
 	cmd := "run"
 	if len(args) > 0 && (args[0] == "run" || args[0] == "unpair" || args[0] == "fingerprint") {
 		cmd, args = args[0], args[1:]
