@@ -15,12 +15,10 @@ import (
 	"path/filepath"
 	"time"
 
-	agentv1 "github.com/cairnbackup/cairn/api/agent/v1"
 	"github.com/cairnbackup/cairn/appliance/backup"
 	"github.com/cairnbackup/cairn/appliance/catalog"
 	"github.com/cairnbackup/cairn/appliance/gateway"
 	"github.com/cairnbackup/cairn/appliance/pairer"
-	"github.com/cairnbackup/cairn/pairing/channel"
 	"github.com/cairnbackup/cairn/pairing/identity"
 	"github.com/cairnbackup/cairn/zfs"
 	"github.com/cairnbackup/cairn/zfs/embedded"
@@ -157,7 +155,7 @@ func New(ctx context.Context, cfg Config) (*Appliance, error) {
 	if err != nil {
 		return nil, fmt.Errorf("appliance: %w", err)
 	}
-	a.backups, err = backup.New(backup.Config{Catalog: a.catalog, Pool: a.pool, Clients: dialer{a.gw},
+	a.backups, err = backup.New(backup.Config{Catalog: a.catalog, Pool: a.pool, Clients: a.gw,
 		MaxConcurrent: cfg.MaxConcurrentBackups, Logger: cfg.Logger})
 	if err != nil {
 		return nil, fmt.Errorf("appliance: %w", err)
@@ -361,14 +359,4 @@ func (a *Appliance) healthz(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	json.NewEncoder(w).Encode(h)
-}
-
-// dialer gives the backup runner an agent's client, connecting a
-// direct-mode agent that has no session rather than failing the job.
-type dialer struct{ gw *gateway.Gateway }
-
-func (d dialer) Client(agentID string) (agentv1.AgentServiceClient, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), channel.HandshakeTimeout)
-	defer cancel()
-	return d.gw.Dial(ctx, agentID)
 }

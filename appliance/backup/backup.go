@@ -36,10 +36,10 @@ var ErrRunning = errors.New("a backup of this agent is already queued or running
 // ErrClosed is returned by Start after Close.
 var ErrClosed = errors.New("backup runner closed")
 
-// Clients gives the agent API client of a connected agent
-// (*gateway.Gateway).
+// Clients gives the agent API client of an agent, connecting a direct-mode
+// agent that has no session (*gateway.Gateway).
 type Clients interface {
-	Client(agentID string) (agentv1.AgentServiceClient, error)
+	Dial(ctx context.Context, agentID string) (agentv1.AgentServiceClient, error)
 }
 
 // Config is what a Runner works with.

@@ -122,7 +122,9 @@ func (b *run) backup(ctx context.Context) (err error) {
 	if b.ds, err = zfs.ParseDatasetName(b.agent.Dataset); err != nil {
 		return fmt.Errorf("agent's dataset %q: %w", b.agent.Dataset, err)
 	}
-	client, err := b.r.cfg.Clients.Client(b.job.AgentID)
+	dctx, dcancel := context.WithTimeout(ctx, callTimeout)
+	client, err := b.r.cfg.Clients.Dial(dctx, b.job.AgentID)
+	dcancel()
 	if err != nil {
 		return agentErr(ctx, "connect", err)
 	}
