@@ -59,28 +59,41 @@ func newExports(host string) *exports {
 
 func exportKey(agentID, snap, image string) string { return agentID + "/" + snap + "/" + image }
 
-// close stops every export and releases its hold.
+// close stops every export and releases their holds.
 func (e *exports) close(pool zfs.Pool) error {
 	e.mu.Lock()
-	all := e.m
-	e.m = map[string]*export{}
-	e.mu.Unlock()
+	defer e.mu.Unlock()
 	var errs []error
-	for _, x := range all {
-		errs = append(errs, x.stop(pool))
+	for key, x := range e.m {
+		errs = append(errs, x.stop())
+		delete(e.m, key)
+		errs = append(errs, e.releaseUnexported(pool, x.snap))
 	}
 	e.cancel()
 	return errors.Join(errs...)
 }
 
-func (x *export) stop(pool zfs.Pool) error {
-	err := x.run.Stop()
-	x.vol.Close()
+// releaseUnexported releases the NBD hold of snap unless another of its
+// volumes is exported. The caller holds e.mu.
+func (e *exports) releaseUnexported(pool zfs.Pool, snap zfs.SnapshotName) error {
+	for _, x := range e.m {
+		if x.snap == snap {
+			return nil
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if rerr := pool.Release(ctx, x.snap, nbdHold); rerr != nil && !errors.Is(rerr, zfs.ErrNotFound) {
-		err = errors.Join(err, fmt.Errorf("release the hold on %s: %w", x.snap, rerr))
+	if err := pool.Release(ctx, snap, nbdHold); err != nil && !errors.Is(err, zfs.ErrNotFound) {
+		return fmt.Errorf("release the hold on %s: %w", snap, err)
 	}
+	return nil
+}
+
+// stop ends the export and closes its volume; the caller releases the
+// snapshot's hold once no export of it is left (releaseUnexported).
+func (x *export) stop() error {
+	err := x.run.Stop()
+	x.vol.Close()
 	return err
 }
 
@@ -101,12 +114,7 @@ func (a *Appliance) v1StartNBD(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, x.view)
 		return
 	}
-	snap, err := a.pointSnapshot(r.Context(), id, snapName)
-	if err != nil {
-		vol.Close()
-		v1Err(w, err)
-		return
-	}
+	snap := vol.Snapshot
 	if err := a.pool.Hold(r.Context(), snap, nbdHold); err != nil && !errors.Is(err, zfs.ErrExists) {
 		vol.Close()
 		v1Err(w, fmt.Errorf("hold %s: %w", snap, err))
@@ -117,7 +125,9 @@ func (a *Appliance) v1StartNBD(w http.ResponseWriter, r *http.Request) {
 		nbd.Export{Name: name, Description: fmt.Sprintf("%s %s %s", id, snapName, vol.Image.VolumeID), Size: vol.Size(), Data: vol})
 	if err != nil {
 		vol.Close()
-		a.releaseIfUnexported(snap)
+		if rerr := a.nbd.releaseUnexported(a.pool, snap); rerr != nil {
+			a.log.Warn("release NBD hold", "err", rerr)
+		}
 		v1Err(w, fmt.Errorf("start the NBD export: %w", err))
 		return
 	}
@@ -127,21 +137,6 @@ func (a *Appliance) v1StartNBD(w http.ResponseWriter, r *http.Request) {
 	a.nbd.m[key] = x
 	a.log.Info("NBD export started", "agent", id, "snapshot", snapName, "volume", vol.Image.VolumeID, "uri", x.view.URI)
 	writeJSON(w, http.StatusCreated, x.view)
-}
-
-// releaseIfUnexported releases the NBD hold of snap unless another of its
-// volumes is exported. The caller holds a.nbd.mu.
-func (a *Appliance) releaseIfUnexported(snap zfs.SnapshotName) {
-	for _, x := range a.nbd.m {
-		if x.snap == snap {
-			return
-		}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := a.pool.Release(ctx, snap, nbdHold); err != nil && !errors.Is(err, zfs.ErrNotFound) {
-		a.log.Warn("release NBD hold", "snapshot", snap.String(), "err", err)
-	}
 }
 
 // v1StopNBD stops the export of a volume: 204, or 404 if it is not
@@ -167,11 +162,9 @@ func (a *Appliance) v1StopNBD(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	delete(a.nbd.m, key)
-	if err := x.run.Stop(); err != nil {
+	if err := errors.Join(x.stop(), a.nbd.releaseUnexported(a.pool, x.snap)); err != nil {
 		a.log.Warn("NBD export ended with an error", "uri", x.view.URI, "err", err)
 	}
-	x.vol.Close()
-	a.releaseIfUnexported(x.snap)
 	a.log.Info("NBD export stopped", "agent", id, "snapshot", snapName, "volume", im.VolumeID)
 	w.WriteHeader(http.StatusNoContent)
 }
@@ -186,16 +179,4 @@ func (a *Appliance) v1NBDExports(w http.ResponseWriter, _ *http.Request) {
 	a.nbd.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].URI < out[j].URI })
 	writeJSON(w, http.StatusOK, out)
-}
-
-func (a *Appliance) pointSnapshot(ctx context.Context, agentID, snap string) (zfs.SnapshotName, error) {
-	_, ag, err := a.backups.Point(ctx, agentID, snap)
-	if err != nil {
-		return zfs.SnapshotName{}, err
-	}
-	ds, err := zfs.ParseDatasetName(ag.Dataset)
-	if err != nil {
-		return zfs.SnapshotName{}, fmt.Errorf("agent %s: dataset %q: %w", agentID, ag.Dataset, err)
-	}
-	return ds.Snapshot(snap)
 }

@@ -16,6 +16,9 @@ type Volume struct {
 	zfs.ImageReader
 	Point catalog.RecoveryPoint
 	Image catalog.PointImage
+	// Snapshot is the recovery point's snapshot, which the image is read
+	// from.
+	Snapshot zfs.SnapshotName
 }
 
 // FindVolume returns the volume of a recovery point named by vol: its
@@ -72,7 +75,7 @@ func (r *Runner) OpenVolume(ctx context.Context, agentID, snapshot, vol string) 
 		rd.Close()
 		return nil, fmt.Errorf("image %s of %s has %d bytes, the recovery point says %d", im.Image, snap, rd.Size(), im.Size)
 	}
-	return &Volume{ImageReader: rd, Point: rp, Image: im}, nil
+	return &Volume{ImageReader: rd, Point: rp, Image: im, Snapshot: snap}, nil
 }
 
 func pointSnapshot(a catalog.Agent, rp catalog.RecoveryPoint) (zfs.SnapshotName, error) {
