@@ -11,6 +11,7 @@ import (
 
 	agentv1 "github.com/cairnbackup/cairn/api/agent/v1"
 	"github.com/cairnbackup/cairn/appliance/catalog"
+	"github.com/cairnbackup/cairn/appliance/pairer"
 	"github.com/cairnbackup/cairn/pairing"
 )
 
@@ -62,8 +63,7 @@ func (a *Appliance) v1PutSettings(w http.ResponseWriter, r *http.Request) {
 		if _, err := tx.Agent(id); err != nil {
 			return err
 		}
-		if err := tx.PutSettings(catalog.Settings{AgentID: id, BackupSchedule: s.BackupSchedule, Retention: catalog.Retention(s.Retention),
-			OffsiteSchedule: s.OffsiteSchedule, OffsiteRetention: catalog.Retention(s.OffsiteRetention), Volumes: s.Volumes}); err != nil {
+		if err := tx.PutSettings(pairer.CatalogSettings(id, s)); err != nil {
 			return err
 		}
 		return tx.Audit(catalog.AuditEvent{Actor: "api", Action: "settings.update", Target: id,
@@ -101,6 +101,5 @@ func (a *Appliance) agentSettings(ctx context.Context, id string) (pairing.Setti
 	if !found {
 		return pairing.DefaultSettings(), nil
 	}
-	return pairing.Settings{BackupSchedule: cs.BackupSchedule, Retention: pairing.Retention(cs.Retention),
-		OffsiteSchedule: cs.OffsiteSchedule, OffsiteRetention: pairing.Retention(cs.OffsiteRetention), Volumes: cs.Volumes}, nil
+	return pairer.PairingSettings(cs), nil
 }

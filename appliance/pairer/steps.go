@@ -361,9 +361,20 @@ type settingsStore struct{ p *Pairer }
 
 func (s settingsStore) SaveSettings(ctx context.Context, agentID string, st pairing.Settings) error {
 	return s.p.cfg.Catalog.Update(ctx, func(tx *catalog.Tx) error {
-		return tx.PutSettings(catalog.Settings{
-			AgentID: agentID, BackupSchedule: st.BackupSchedule, Retention: catalog.Retention(st.Retention),
-			OffsiteSchedule: st.OffsiteSchedule, OffsiteRetention: catalog.Retention(st.OffsiteRetention), Volumes: st.Volumes,
-		})
+		return tx.PutSettings(CatalogSettings(agentID, st))
 	})
+}
+
+// CatalogSettings is the catalog's record of an agent's settings.
+func CatalogSettings(agentID string, s pairing.Settings) catalog.Settings {
+	return catalog.Settings{
+		AgentID: agentID, BackupSchedule: s.BackupSchedule, Retention: catalog.Retention(s.Retention),
+		OffsiteSchedule: s.OffsiteSchedule, OffsiteRetention: catalog.Retention(s.OffsiteRetention), Volumes: s.Volumes,
+	}
+}
+
+// PairingSettings is an agent's settings as the catalog records them.
+func PairingSettings(cs catalog.Settings) pairing.Settings {
+	return pairing.Settings{BackupSchedule: cs.BackupSchedule, Retention: pairing.Retention(cs.Retention),
+		OffsiteSchedule: cs.OffsiteSchedule, OffsiteRetention: pairing.Retention(cs.OffsiteRetention), Volumes: cs.Volumes}
 }
