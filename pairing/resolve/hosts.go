@@ -96,14 +96,15 @@ func (h *Hosts) source() string {
 }
 
 // fromHosts answers a name from the hosts file, as the C library does
-// before DNS ("hosts: files dns"): the name as typed, then with each search
-// domain. It reports whether the hosts file knew the name.
-func (r *resolver) fromHosts(name string, cands []string) bool {
+// before DNS ("hosts: files dns"), trying the candidates DNS would (the
+// name as typed and with each search domain). It reports whether the
+// hosts file knew one.
+func (r *resolver) fromHosts(cands []string) bool {
 	h := r.cfg.Hosts
 	if h == nil {
 		return false
 	}
-	for _, c := range append([]string{name + "."}, cands...) {
+	for _, c := range cands {
 		addrs := h.lookup(c)
 		if len(addrs) == 0 {
 			continue

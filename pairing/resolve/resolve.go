@@ -155,7 +155,7 @@ func (r *resolver) run(ctx context.Context, cfg Config, t string) *Error {
 	}
 	if cfg.Hosts != nil {
 		r.cfg.Hosts, r.cfg.Search, r.cfg.Ndots = cfg.Hosts, cfg.Search, max(cfg.Ndots, DefaultNdots)
-		if r.fromHosts(name, r.candidates(name, fqdn)) {
+		if r.fromHosts(r.candidates(name, fqdn)) {
 			return nil
 		}
 	}
