@@ -152,9 +152,7 @@ func timedBackup(e *backupEnv) (job, time.Duration) {
 // dropCaches writes dirty pages and drops the page cache (root only).
 func dropCaches(b testing.TB) {
 	b.Helper()
-	if err := exec.Command("sync").Run(); err != nil {
-		b.Fatal(err)
-	}
+	syncDisks(b)
 	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0); err != nil {
 		b.Fatalf("drop the page cache (the benchmark runs as root): %v", err)
 	}
@@ -204,9 +202,7 @@ func runRestic(b testing.TB, restic, repo string, args ...string) time.Duration 
 	// A backup is done when it is on disk: the appliance's job ends after
 	// fsync; restic leaves what it wrote to the page cache, so it is
 	// timed until sync has written it.
-	if err := exec.Command("sync").Run(); err != nil {
-		b.Fatal(err)
-	}
+	syncDisks(b)
 	return time.Since(start)
 }
 

@@ -171,58 +171,52 @@ func (a *appliance) get(t testing.TB, path string, out any) int {
 	return resp.StatusCode
 }
 
+// post sends body as JSON and decodes the answer, whatever its status,
+// into out.
 func (a *appliance) post(t testing.TB, path string, body, out any) int {
 	t.Helper()
-	b, _ := json.Marshal(body)
-	resp, err := http.Post(a.url+path, "application/json", bytes.NewReader(b))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	rb, _ := io.ReadAll(resp.Body)
-	if out != nil {
-		if err := json.Unmarshal(rb, out); err != nil {
-			t.Fatalf("POST %s: %v: %s", path, err, rb)
-		}
-	}
-	return resp.StatusCode
+	return a.send(t, http.MethodPost, path, body, out, true)
 }
 
 // put sends body as JSON with PUT and decodes a 2xx answer into out.
 func (a *appliance) put(t testing.TB, path string, body, out any) int {
 	t.Helper()
-	b, _ := json.Marshal(body)
-	req, err := http.NewRequest(http.MethodPut, a.url+path, bytes.NewReader(b))
+	return a.send(t, http.MethodPut, path, body, out, false)
+}
+
+// do sends a request without a body and returns the status.
+func (a *appliance) do(t testing.TB, method, path string) int {
+	t.Helper()
+	return a.send(t, method, path, nil, nil, false)
+}
+
+// send makes a request with body (JSON; none if nil) and decodes the
+// answer into out (if not nil): a 2xx answer, or any when anyStatus.
+func (a *appliance) send(t testing.TB, method, path string, body, out any, anyStatus bool) int {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, a.url+path, rd)
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Header.Set("Content-Type", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	rb, _ := io.ReadAll(resp.Body)
-	if out != nil && resp.StatusCode/100 == 2 {
+	if out != nil && (anyStatus || resp.StatusCode/100 == 2) {
 		if err := json.Unmarshal(rb, out); err != nil {
-			t.Fatalf("PUT %s: %v: %s", path, err, rb)
+			t.Fatalf("%s %s: %v: %s", method, path, err, rb)
 		}
 	}
-	return resp.StatusCode
-}
-
-// do sends a request without a body and returns the status.
-func (a *appliance) do(t testing.TB, method, path string) int {
-	t.Helper()
-	req, err := http.NewRequest(method, a.url+path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
 	return resp.StatusCode
 }
 
