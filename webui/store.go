@@ -41,6 +41,9 @@ type APIToken struct {
 	CreatedAt time.Time `json:"created_at"`
 	CreatedBy string    `json:"created_by"`
 	LastUsed  time.Time `json:"last_used,omitzero"`
+	// Local marks the token the appliance writes for its own command
+	// line at each start (WriteLocalToken).
+	Local bool `json:"local,omitempty"`
 }
 
 // State is everything the UI stores.

@@ -1,0 +1,56 @@
+package webui
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+
+	"github.com/cairnbackup/cairn/internal/durable"
+)
+
+// LocalTokenName names the API token the appliance keeps for its own
+// command line (cairn-appliance token create, agents, ...).
+const LocalTokenName = "cairn-appliance command line (this machine)"
+
+// WriteLocalToken creates a new API token for the command line on this
+// machine, replacing the one an earlier start made, and writes it to path
+// (mode 0600; the data directory is the appliance's, so whoever can read it
+// can read the catalog too). Run it at every start: a token file left
+// behind stops working when the appliance restarts. Revoking the token on
+// the API tokens page stops the command line until the next start.
+func (u *UI) WriteLocalToken(ctx context.Context, path string) error {
+	idb := make([]byte, 4)
+	if _, err := rand.Read(idb); err != nil {
+		return fmt.Errorf("webui: local API token: %w", err)
+	}
+	id := hex.EncodeToString(idb)
+	secret := apiTokenPrefix + id + "_" + randomToken(32)
+	err := u.cfg.Store.Update(ctx, func(st *State) error {
+		st.APITokens = slices.DeleteFunc(st.APITokens, func(t APIToken) bool { return t.Local })
+		if len(st.APITokens) >= maxAPITokens {
+			return errTooManyTokens
+		}
+		st.APITokens = append(st.APITokens, APIToken{ID: id, Name: LocalTokenName, Hash: sha256Hex(secret),
+			CreatedAt: u.cfg.Now().UTC(), CreatedBy: "cairn-appliance", Local: true})
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("webui: local API token: %w", err)
+	}
+	// A temporary file left by a crash would stop WriteFile (it creates
+	// the temporary file exclusively).
+	if err := os.Remove(path + ".tmp"); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("webui: local API token: %w", err)
+	}
+	if err := durable.WriteFile(path+".tmp", path, []byte(secret+"\n"), 0o600); err != nil {
+		return fmt.Errorf("webui: local API token: %w", err)
+	}
+	u.log.Info("webui: local API token written", "token", id, "file", filepath.Clean(path))
+	return nil
+}
