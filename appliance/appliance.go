@@ -34,6 +34,11 @@ const (
 // Config is everything the appliance needs to start. cmd/cairn-appliance
 // fills it from flags; components never read configuration themselves.
 type Config struct {
+	// HTTP, if set, builds the handler the HTTP listener serves from the
+	// REST API's handler (Handler). cairn-appliance mounts the web UI with
+	// it, which puts the API behind a login or an API token; without it
+	// the API is served as is.
+	HTTP func(api http.Handler) (http.Handler, error)
 	// DataDir holds the catalog and, for the embedded pool, the pool.
 	DataDir string
 	// Listen is the HTTP address, e.g. "127.0.0.1:8080".
@@ -240,8 +245,19 @@ func (a *Appliance) Run(ctx context.Context) error {
 // nil for no agent gateway.
 func (a *Appliance) Serve(ctx context.Context, ln, gln net.Listener) error {
 	a.started = time.Now()
+	h := a.Handler()
+	if a.cfg.HTTP != nil {
+		var err error
+		if h, err = a.cfg.HTTP(h); err != nil {
+			ln.Close()
+			if gln != nil {
+				gln.Close()
+			}
+			return fmt.Errorf("appliance: http handler: %w", err)
+		}
+	}
 	srv := &http.Server{
-		Handler:           a.Handler(),
+		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 	}
