@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 )
@@ -33,6 +34,7 @@ func clientCommand(args []string) (bool, int) {
 	}
 	fs := flag.NewFlagSet("cairn-appliance "+cmd, flag.ContinueOnError)
 	url := fs.String("url", "http://127.0.0.1:8080", "the appliance's HTTP address")
+	data := fs.String("data", "./var", "the appliance's data directory, where it writes the command line's API token ("+tokenFile+"); $CAIRN_API_TOKEN instead, if set")
 	agentID := fs.String("agent", "", "token create: the agent ID (lower case letters, digits, '-')")
 	label := fs.String("label", "", "setup-token create: a label")
 	uses := fs.Int("uses", 1, "setup-token create: how many agents may use it")
@@ -40,7 +42,12 @@ func clientCommand(args []string) (bool, int) {
 	if err := fs.Parse(args); err != nil {
 		return true, 2
 	}
-	var err error
+	tok, err := apiToken(*data)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "cairn-appliance %s: %v\n", cmd, err)
+		return true, 1
+	}
+	c := client{base: *url, token: tok}
 	switch cmd {
 	case "token create":
 		if *agentID == "" {
@@ -52,7 +59,7 @@ func clientCommand(args []string) (bool, int) {
 			TokenID uint64 `json:"token_id"`
 			Token   string `json:"token"`
 		}
-		if err = call(*url, "POST", "/api/tokens", map[string]any{"agent_id": *agentID}, &out); err == nil {
+		if err = c.call("POST", "/api/tokens", map[string]any{"agent_id": *agentID}, &out); err == nil {
 			fmt.Printf("Agent token for %s (shown only now; it is stored hashed):\n\n  %s\n\n"+
 				"On the agent: put \"token = %s\" in agent.conf next to cairn-agent,\nor set CAIRN_AGENT_TOKEN, and start it with -appliance <this host>:8443.\n",
 				out.AgentID, out.Token, out.Token)
@@ -63,13 +70,13 @@ func clientCommand(args []string) (bool, int) {
 			ExpiresAt  time.Time `json:"expires_at"`
 		}
 		body := map[string]any{"label": *label, "max_uses": *uses, "ttl_seconds": int64(ttl.Seconds())}
-		if err = call(*url, "POST", "/api/setup-tokens", body, &out); err == nil {
+		if err = c.call("POST", "/api/setup-tokens", body, &out); err == nil {
 			fmt.Printf("Setup token (shown only now), valid for %d agents until %s:\n\n  %s\n",
 				*uses, out.ExpiresAt.Local().Format(time.RFC1123), out.SetupToken)
 		}
 	case "agents":
 		var out []map[string]any
-		if err = call(*url, "GET", "/api/agents", nil, &out); err == nil {
+		if err = c.call("GET", "/api/agents", nil, &out); err == nil {
 			enc := json.NewEncoder(os.Stdout)
 			enc.SetIndent("", "  ")
 			enc.Encode(out)
@@ -82,7 +89,29 @@ func clientCommand(args []string) (bool, int) {
 	return true, 0
 }
 
-func call(base, method, path string, body, out any) error {
+// tokenFile is the file in the data directory that holds the command
+// line's API token; the appliance writes a new one at every start.
+const tokenFile = "api.token"
+
+// apiToken is $CAIRN_API_TOKEN, else the token the appliance wrote into
+// its data directory.
+func apiToken(dataDir string) (string, error) {
+	if t := os.Getenv("CAIRN_API_TOKEN"); t != "" {
+		return t, nil
+	}
+	b, err := os.ReadFile(filepath.Join(dataDir, tokenFile))
+	if err != nil {
+		return "", fmt.Errorf("no API token: %w (give the appliance's -data directory, run as a user who can read it, or set CAIRN_API_TOKEN to a token from the web UI's API tokens page)", err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// client calls a running appliance's REST API with an API token.
+type client struct {
+	base, token string
+}
+
+func (c client) call(method, path string, body, out any) error {
 	var r io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -91,11 +120,12 @@ func call(base, method, path string, body, out any) error {
 		}
 		r = bytes.NewReader(b)
 	}
-	req, err := http.NewRequest(method, strings.TrimSuffix(base, "/")+path, r)
+	req, err := http.NewRequest(method, strings.TrimSuffix(c.base, "/")+path, r)
 	if err != nil {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+c.token)
 	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
 	if err != nil {
 		return fmt.Errorf("is the appliance running? %w", err)
@@ -105,10 +135,13 @@ func call(base, method, path string, body, out any) error {
 	if err != nil {
 		return err
 	}
+	if resp.StatusCode == http.StatusUnauthorized {
+		return errors.New("the appliance refused the API token: it writes a new one at every start, so read it from its current -data directory, or set CAIRN_API_TOKEN")
+	}
 	if resp.StatusCode/100 != 2 {
-		var e struct{ Error string }
-		if json.Unmarshal(b, &e) == nil && e.Error != "" {
-			return errors.New(e.Error)
+		var e struct{ Error, Message string }
+		if json.Unmarshal(b, &e) == nil && (e.Error != "" || e.Message != "") {
+			return errors.New(e.Error + e.Message)
 		}
 		return fmt.Errorf("%s", resp.Status)
 	}

@@ -6,7 +6,10 @@
 //	cairn-appliance setup-token create [-uses N] create a setup token
 //	cairn-appliance agents                       list agents and their sessions
 //
-// The subcommands talk to a running appliance's API (-url).
+// The appliance serves its web UI and, behind it, the REST API at -listen.
+// The subcommands talk to a running appliance's API (-url) with the API
+// token it writes to <data>/api.token at every start (-data, or
+// $CAIRN_API_TOKEN).
 package main
 
 import (
@@ -14,12 +17,15 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 
 	"github.com/cairnbackup/cairn/appliance"
+	"github.com/cairnbackup/cairn/webui"
 )
 
 func main() {
@@ -46,6 +52,7 @@ func main() {
 	flag.Parse()
 	cfg.DNSServers, cfg.DNSSearch = splitList(dnsServers), splitList(dnsSearch)
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	cfg.HTTP = webUI(cfg.DataDir, cfg.Logger)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -62,6 +69,26 @@ func run(ctx context.Context, cfg appliance.Config) error {
 	}
 	defer a.Close()
 	return a.Run(ctx)
+}
+
+// webUI mounts the web interface over the REST API, which it then serves
+// under /api/ to a logged-in browser or an API token, and writes the
+// command line's API token to <data>/api.token.
+func webUI(dataDir string, log *slog.Logger) func(http.Handler) (http.Handler, error) {
+	return func(api http.Handler) (http.Handler, error) {
+		store, err := webui.OpenFileStore(filepath.Join(dataDir, "webui.json"))
+		if err != nil {
+			return nil, err
+		}
+		ui, err := webui.New(webui.Config{API: api, Store: store, Logger: log.With("component", "webui")})
+		if err != nil {
+			return nil, err
+		}
+		if err := ui.WriteLocalToken(context.Background(), filepath.Join(dataDir, tokenFile)); err != nil {
+			return nil, err
+		}
+		return ui.Handler(), nil
+	}
 }
 
 func splitList(s string) []string {
