@@ -122,9 +122,7 @@ func (e *backupEnv) startAgent(listen string) {
 
 func (e *backupEnv) startAppliance() {
 	e.t.Helper()
-	p := start(e.t, "cairn-appliance", nil, nil, "-data", e.data, "-listen", "127.0.0.1:0", "-gateway", "",
-		"-dns", e.dns, "-hosts", e.hosts, "-name", "test-appliance")
-	e.app = &appliance{proc: p, url: p.waitLog(`cairn appliance running"? url=(http://\S+)/`, 30*time.Second)[1]}
+	e.app = launchAppliance(e.t, e.data, "-gateway", "", "-dns", e.dns, "-hosts", e.hosts, "-name", "test-appliance")
 }
 
 // startBackup starts a backup now (the appliance connects to the agent if
@@ -185,7 +183,7 @@ func (e *backupEnv) points() []point {
 // SHA-256 and length.
 func (e *backupEnv) restoreHash(snap string) (string, int64) {
 	e.t.Helper()
-	resp, err := http.Get(e.app.url + "/api/v1/agents/" + e.agentID + "/recovery-points/" + snap + "/volumes/0")
+	resp, err := http.DefaultClient.Do(e.app.request(e.t, http.MethodGet, "/api/v1/agents/"+e.agentID+"/recovery-points/"+snap+"/volumes/0", nil))
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -268,7 +266,7 @@ func TestBackupFullAndIncrementals(t *testing.T) {
 		if _, err := img.ReadAt(want, r[0]); err != nil {
 			t.Fatal(err)
 		}
-		req, _ := http.NewRequest("GET", e.app.url+"/api/v1/agents/"+e.agentID+"/recovery-points/"+ps[0].Snapshot+"/volumes/0", nil)
+		req := e.app.request(t, http.MethodGet, "/api/v1/agents/"+e.agentID+"/recovery-points/"+ps[0].Snapshot+"/volumes/0", nil)
 		req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", r[0], r[1]))
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {

@@ -145,19 +145,48 @@ func (p *proc) waitLog(re string, timeout time.Duration) []string {
 type appliance struct {
 	*proc
 	url, gateway string
+	// data is the data directory; token the API token the appliance
+	// wrote there for its command line at this start.
+	data, token string
 }
 
 func startAppliance(t testing.TB, data, gateway string) *appliance {
 	t.Helper()
-	p := start(t, "cairn-appliance", nil, nil, "-data", data, "-listen", "127.0.0.1:0", "-gateway", gateway, "-name", "test-appliance")
-	url := p.waitLog(`cairn appliance running"? url=(http://\S+)/`, 30*time.Second)[1]
-	gw := p.waitLog(`agent gateway listening"? addr=(\S+)`, 30*time.Second)[1]
-	return &appliance{proc: p, url: url, gateway: gw}
+	return launchAppliance(t, data, "-gateway", gateway, "-name", "test-appliance")
+}
+
+// launchAppliance starts cairn-appliance on data with a loopback HTTP port
+// and args, and reads the API token it writes at start.
+func launchAppliance(t testing.TB, data string, args ...string) *appliance {
+	t.Helper()
+	p := start(t, "cairn-appliance", nil, nil, append([]string{"-data", data, "-listen", "127.0.0.1:0"}, args...)...)
+	a := &appliance{proc: p, data: data}
+	a.url = p.waitLog(`cairn appliance running"? url=(http://\S+)/`, 30*time.Second)[1]
+	if !strings.Contains(strings.Join(args, "\x00")+"\x00", "-gateway\x00\x00") {
+		a.gateway = p.waitLog(`agent gateway listening"? addr=(\S+)`, 30*time.Second)[1]
+	}
+	tok, err := os.ReadFile(filepath.Join(data, "api.token"))
+	if err != nil {
+		t.Fatalf("the appliance wrote no API token: %v", err)
+	}
+	a.token = strings.TrimSpace(string(tok))
+	return a
+}
+
+// request is a request to the appliance's API with its API token.
+func (a *appliance) request(t testing.TB, method, path string, body io.Reader) *http.Request {
+	t.Helper()
+	req, err := http.NewRequest(method, a.url+path, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+a.token)
+	return req
 }
 
 func (a *appliance) get(t testing.TB, path string, out any) int {
 	t.Helper()
-	resp, err := http.Get(a.url + path)
+	resp, err := http.DefaultClient.Do(a.request(t, http.MethodGet, path, nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,10 +228,7 @@ func (a *appliance) send(t testing.TB, method, path string, body, out any, anySt
 		b, _ := json.Marshal(body)
 		rd = bytes.NewReader(b)
 	}
-	req, err := http.NewRequest(method, a.url+path, rd)
-	if err != nil {
-		t.Fatal(err)
-	}
+	req := a.request(t, method, path, rd)
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
@@ -353,7 +379,7 @@ func TestDirectMode(t *testing.T) {
 func TestReverseModeSurvivesApplianceRestart(t *testing.T) {
 	data := t.TempDir()
 	a := startAppliance(t, data, "127.0.0.1:0")
-	out, err := exec.Command(filepath.Join(bin, "cairn-appliance"), "token", "create", "-agent", "nat1", "-url", a.url).CombinedOutput()
+	out, err := exec.Command(filepath.Join(bin, "cairn-appliance"), "token", "create", "-agent", "nat1", "-url", a.url, "-data", a.data).CombinedOutput()
 	if err != nil {
 		t.Fatalf("token create: %v: %s", err, out)
 	}
@@ -430,5 +456,71 @@ func TestAgentConfigErrors(t *testing.T) {
 				t.Fatalf("the token's text is in the message: %s", out)
 			}
 		})
+	}
+}
+
+// TestAPINeedsToken: cairn-appliance serves the web UI, and the REST API
+// only to a session or an API token; the command line uses the token the
+// appliance writes into its data directory at each start.
+func TestAPINeedsToken(t *testing.T) {
+	data := t.TempDir()
+	a := startAppliance(t, data, "127.0.0.1:0")
+	status := func(req *http.Request) int {
+		t.Helper()
+		c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	plain := func(path string) *http.Request {
+		req, err := http.NewRequest(http.MethodGet, a.url+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return req
+	}
+	if code := status(plain("/api/v1/agents")); code != http.StatusUnauthorized {
+		t.Errorf("API without a token: HTTP %d, want 401", code)
+	}
+	if code := status(a.request(t, http.MethodGet, "/api/v1/agents", nil)); code != http.StatusOK {
+		t.Errorf("API with the token: HTTP %d, want 200", code)
+	}
+	if code := status(plain("/healthz")); code != http.StatusOK {
+		t.Errorf("/healthz: HTTP %d, want 200 without a token", code)
+	}
+	if code := status(plain("/")); code != http.StatusSeeOther {
+		t.Errorf("/ before the admin exists: HTTP %d, want 303 (to /setup)", code)
+	}
+	fi, err := os.Stat(filepath.Join(data, "api.token"))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("api.token: %v, mode %v; want 0600", err, fi.Mode().Perm())
+	}
+	cli := func(dataDir string) ([]byte, error) {
+		return exec.Command(filepath.Join(bin, "cairn-appliance"), "agents", "-url", a.url, "-data", dataDir).CombinedOutput()
+	}
+	if out, err := cli(data); err != nil {
+		t.Errorf("cairn-appliance agents: %v: %s", err, out)
+	}
+	if out, err := cli(t.TempDir()); err == nil || !strings.Contains(string(out), "no API token") {
+		t.Errorf("cairn-appliance agents with a data directory without a token: %v: %s", err, out)
+	}
+
+	// A restart writes a new token; the old one stops working.
+	old := *a
+	a.kill()
+	a = startAppliance(t, data, "127.0.0.1:0")
+	if a.token == old.token {
+		t.Fatal("the restart wrote the same token")
+	}
+	req := a.request(t, http.MethodGet, "/api/v1/agents", nil)
+	req.Header.Set("Authorization", "Bearer "+old.token)
+	if code := status(req); code != http.StatusUnauthorized {
+		t.Errorf("the old token after a restart: HTTP %d, want 401", code)
+	}
+	if out, err := cli(data); err != nil {
+		t.Errorf("cairn-appliance agents after a restart: %v: %s", err, out)
 	}
 }

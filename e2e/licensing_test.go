@@ -57,9 +57,8 @@ func TestPairingWithActivationService(t *testing.T) {
 	z := &zone{a: map[string]string{}}
 	dnsAddr := startDNS(t, z)
 	newAppliance := func() *appliance {
-		p := start(t, "cairn-appliance", nil, nil, "-data", t.TempDir(), "-listen", "127.0.0.1:0", "-gateway", "",
+		return launchAppliance(t, t.TempDir(), "-gateway", "",
 			"-dns", dnsAddr, "-dns-search", "test.example", "-activation-url", svc.url, "-activation-pubkey", svc.pubkey)
-		return &appliance{proc: p, url: p.waitLog(`cairn appliance running"? url=(http://\S+)/`, 30*time.Second)[1]}
 	}
 	newAgent := func(name string) (port int, state string) {
 		state = t.TempDir()

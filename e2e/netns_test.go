@@ -66,7 +66,7 @@ func TestNATReverseChannel(t *testing.T) {
 	ip(t, "-n", ns, "link", "set", "lo", "up")
 
 	a := startAppliance(t, t.TempDir(), hostIP+":0")
-	out, err := exec.Command(filepath.Join(bin, "cairn-appliance"), "token", "create", "-agent", "behind-nat", "-url", a.url).CombinedOutput()
+	out, err := exec.Command(filepath.Join(bin, "cairn-appliance"), "token", "create", "-agent", "behind-nat", "-url", a.url, "-data", a.data).CombinedOutput()
 	if err != nil {
 		t.Fatalf("token create: %v: %s", err, out)
 	}

@@ -126,10 +126,7 @@ func TestPairingByHostName(t *testing.T) {
 	z := &zone{a: map[string]string{}}
 	dnsAddr := startDNS(t, z)
 	data := t.TempDir()
-	a := start(t, "cairn-appliance", nil, nil, "-data", data, "-listen", "127.0.0.1:0", "-gateway", "",
-		"-dns", dnsAddr, "-dns-search", "test.example")
-	url := a.waitLog(`cairn appliance running"? url=(http://\S+)/`, 30*time.Second)[1]
-	app := &appliance{proc: a, url: url}
+	app := launchAppliance(t, data, "-gateway", "", "-dns", dnsAddr, "-dns-search", "test.example")
 
 	fixture, err := filepath.Abs("../agent/vss/testdata/sql_failed_nonretryable.txt")
 	if err != nil {
@@ -228,9 +225,7 @@ func TestPairingByHostsFile(t *testing.T) {
 	if err := os.WriteFile(hosts, []byte("127.0.0.1 localhost\n127.0.0.1 backup-target.lan backup-target\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	a := start(t, "cairn-appliance", nil, nil, "-data", t.TempDir(), "-listen", "127.0.0.1:0", "-gateway", "",
-		"-dns", dnsAddr, "-hosts", hosts)
-	app := &appliance{proc: a, url: a.waitLog(`cairn appliance running"? url=(http://\S+)/`, 30*time.Second)[1]}
+	app := launchAppliance(t, t.TempDir(), "-gateway", "", "-dns", dnsAddr, "-hosts", hosts)
 	ag := start(t, "cairn-agent", nil, nil, "-state", t.TempDir(), "-listen", "127.0.0.1:0")
 	_, port, _ := net.SplitHostPort(ag.waitLog(`listening for the appliance \(direct mode\)"? addr=(\S+)`, 30*time.Second)[1])
 	portN, _ := strconv.Atoi(port)
