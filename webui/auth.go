@@ -105,7 +105,8 @@ func authOf(c *gin.Context) authed {
 
 // pollPaths are the fragments htmx polls by itself: polling them does
 // not count as use, so an open dashboard does not keep a session alive.
-var pollPaths = map[string]bool{"/partials/agents": true, "/pairings/:id/steps": true}
+var pollPaths = map[string]bool{"/partials/agents": true, "/pairings/:id/steps": true,
+	"/agents/:id/progress": true, "/agents/:id/records": true}
 
 func passive(c *gin.Context) bool {
 	return c.Request.Method == http.MethodGet && isHTMX(c) && pollPaths[c.FullPath()]

@@ -32,7 +32,7 @@ type pageData struct {
 }
 
 // pageNames are the templates/<name>.html files that are pages.
-var pageNames = []string{"setup", "login", "error", "dashboard", "wizard", "pairing", "settings", "tokens", "apitokens"}
+var pageNames = []string{"setup", "login", "error", "dashboard", "wizard", "pairing", "settings", "tokens", "apitokens", "agent", "unpair"}
 
 var funcs = template.FuncMap{
 	"ago":   ago,
@@ -97,6 +97,9 @@ func (u *UI) renderBlock(c *gin.Context, code int, page, block string, data page
 	}
 	if data.CSRF == "" {
 		data.CSRF = a.CSRF
+	}
+	if block == "layout.html" && data.Notice == "" {
+		data.Notice = u.takeFlash(c)
 	}
 	var buf bytes.Buffer
 	if err := u.pages[page].ExecuteTemplate(&buf, block, data); err != nil {
