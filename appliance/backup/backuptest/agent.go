@@ -1,9 +1,9 @@
 // Package backuptest is an in-process agent for tests of the appliance's
-// backups: it serves the agent API's Backup, ConfirmBackup and ListVolumes
-// per the protocol over a real channel (TLS 1.3, yamux, gRPC on
-// 127.0.0.1) to an appliance's gateway, from volumes held in memory, and
-// can break the protocol on purpose (Fault) in ways a real agent never
-// would.
+// backups: it serves the agent API's Backup, ConfirmBackup, ListVolumes
+// and ListWriters per the protocol over a real channel (TLS 1.3, yamux,
+// gRPC on 127.0.0.1) to an appliance's gateway, from volumes held in
+// memory, and can break the protocol on purpose (Fault) in ways a real
+// agent never would.
 package backuptest
 
 import (
@@ -154,6 +154,12 @@ func (a *Agent) ListVolumes(context.Context, *agentv1.ListVolumesRequest) (*agen
 		resp.Volumes = append(resp.Volumes, &agentv1.Volume{Id: id, Path: "/dev/" + id, SizeBytes: uint64(len(a.vols[id])), Filesystem: "ext4"})
 	}
 	return resp, nil
+}
+
+// ListWriters reports no VSS writers, as an agent backing up plain images
+// does, so that a pairing's Inspect step passes.
+func (a *Agent) ListWriters(context.Context, *agentv1.ListWritersRequest) (*agentv1.ListWritersResponse, error) {
+	return &agentv1.ListWritersResponse{SnapshotProvider: "image"}, nil
 }
 
 // Backup streams the requested volumes per the protocol (or as the fault
