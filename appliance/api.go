@@ -7,7 +7,10 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	agentv1 "github.com/cairnbackup/cairn/api/agent/v1"
 	"github.com/cairnbackup/cairn/appliance/catalog"
@@ -29,11 +32,36 @@ func (a *Appliance) routeAPI(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/tokens", a.apiTokens)
 	mux.HandleFunc("POST /api/tokens/{id}/revoke", a.apiRevokeToken)
 	mux.HandleFunc("POST /api/setup-tokens", a.apiCreateSetupToken)
+	mux.HandleFunc("GET /api/setup-tokens", a.apiSetupTokens)
+	mux.HandleFunc("POST /api/setup-tokens/{id}/revoke", a.apiRevokeSetupToken)
 	mux.HandleFunc("GET /api/audit", a.apiAudit)
 }
 
-// apiActor names the API caller in the audit log until the API has users.
+// apiActor names an API caller that did not say who it acts for.
 const apiActor = "api"
+
+// ActorHeader names who an API request acts for, for the audit log:
+// "user:<name>" (a web UI session) or "api-token:<id>" (a script with an
+// API token). The web UI sets it on every request it passes to the API,
+// after deleting any the client sent; the API trusts it, as it trusts
+// everything on its listener. A request without it, or with a malformed
+// one, is recorded as "api".
+const ActorHeader = "X-Cairn-Actor"
+
+// actorOf returns who r acts for (see ActorHeader).
+func actorOf(r *http.Request) string {
+	v := r.Header.Get(ActorHeader)
+	kind, name, ok := strings.Cut(v, ":")
+	if !ok || kind != "user" && kind != "api-token" || name == "" || len(v) > 128 || !utf8.ValidString(v) {
+		return apiActor
+	}
+	for _, c := range name {
+		if c <= ' ' || unicode.IsSpace(c) || unicode.IsControl(c) {
+			return apiActor
+		}
+	}
+	return v
+}
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
@@ -88,16 +116,6 @@ func (a *Appliance) apiAppliance(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, ApplianceInfo{Name: a.cfg.Name, Fingerprint: fp.String(), Short: fp.Short(), Gateway: a.cfg.GatewayListen})
 }
 
-// AgentInfo is one agent in GET /api/agents: the catalog record and, when
-// connected, its session.
-type AgentInfo struct {
-	catalog.Agent
-	Connected bool              `json:"connected"`
-	Session   *gateway.Status   `json:"session,omitempty"`
-	Settings  *catalog.Settings `json:"settings,omitempty"`
-	License   *LicenseInfo      `json:"license,omitempty"`
-}
-
 // LicenseInfo is an agent's activation as the agents listing shows it.
 type LicenseInfo struct {
 	KeyID       string    `json:"key_id"`
@@ -108,41 +126,6 @@ type LicenseInfo struct {
 	State      string    `json:"state"`
 	Reason     string    `json:"reason,omitempty"`
 	GraceUntil time.Time `json:"grace_until,omitzero"`
-}
-
-func (a *Appliance) apiAgents(w http.ResponseWriter, r *http.Request) {
-	live := make(map[string]gateway.Status)
-	for _, st := range a.gw.Connected() {
-		live[st.AgentID] = st
-	}
-	var out []AgentInfo
-	if err := a.catalog.View(r.Context(), func(tx *catalog.Tx) error {
-		agents, err := tx.Agents()
-		if err != nil {
-			return err
-		}
-		out = make([]AgentInfo, 0, len(agents))
-		for _, ag := range agents {
-			info := AgentInfo{Agent: ag}
-			if st, ok := live[ag.ID]; ok {
-				info.Connected, info.Session = true, &st
-			}
-			if s, err := tx.Settings(ag.ID); err == nil {
-				info.Settings = &s
-			}
-			if act, err := tx.Activation(ag.ID); err == nil {
-				v := a.pairer.Verdict(act, ag.Fingerprint, time.Now())
-				info.License = &LicenseInfo{KeyID: act.KeyID, Expires: act.Expires, ValidatedAt: act.ValidatedAt,
-					State: v.State.String(), Reason: v.Reason, GraceUntil: v.GraceUntil}
-			}
-			out = append(out, info)
-		}
-		return nil
-	}); err != nil {
-		writeErr(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, out)
 }
 
 // PairDirectRequest is the body of POST /api/agents/direct.
@@ -168,7 +151,7 @@ func (a *Appliance) apiPairDirect(w http.ResponseWriter, r *http.Request) {
 		}
 		expect = fp
 	}
-	st, err := a.gw.PairDirect(r.Context(), req.AgentID, req.Address, expect, apiActor)
+	st, err := a.gw.PairDirect(r.Context(), req.AgentID, req.Address, expect, actorOf(r))
 	if err != nil {
 		writeErr(w, err)
 		return
@@ -228,7 +211,7 @@ func (a *Appliance) apiCreateToken(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
-	t, err := a.gw.CreateAgentToken(r.Context(), req.AgentID, apiActor)
+	t, err := a.gw.CreateAgentToken(r.Context(), req.AgentID, actorOf(r))
 	if err != nil {
 		writeErr(w, err)
 		return
@@ -269,7 +252,7 @@ func (a *Appliance) apiRevokeToken(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, fmt.Errorf("%w: token id", errBadRequest))
 		return
 	}
-	if err := a.gw.RevokeAgentToken(r.Context(), id, apiActor); err != nil {
+	if err := a.gw.RevokeAgentToken(r.Context(), id, actorOf(r)); err != nil {
 		writeErr(w, err)
 		return
 	}
@@ -296,24 +279,10 @@ func (a *Appliance) apiCreateSetupToken(w http.ResponseWriter, r *http.Request) 
 	if req.MaxUses == 0 {
 		req.MaxUses = 1
 	}
-	st, expires, err := a.gw.CreateSetupToken(r.Context(), req.Label, ttl, req.MaxUses, apiActor)
+	st, expires, err := a.gw.CreateSetupToken(r.Context(), req.Label, ttl, req.MaxUses, actorOf(r))
 	if err != nil {
 		writeErr(w, err)
 		return
 	}
 	writeJSON(w, http.StatusCreated, map[string]any{"id": st.ID, "setup_token": st.Reveal(), "expires_at": expires, "max_uses": req.MaxUses})
-}
-
-func (a *Appliance) apiAudit(w http.ResponseWriter, r *http.Request) {
-	after, _ := strconv.ParseUint(r.URL.Query().Get("after"), 10, 64)
-	var events []catalog.AuditEvent
-	if err := a.catalog.View(r.Context(), func(tx *catalog.Tx) error {
-		var err error
-		events, err = tx.AuditLog(after, 1000)
-		return err
-	}); err != nil {
-		writeErr(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, events)
 }

@@ -66,7 +66,7 @@ func (a *Appliance) v1PutSettings(w http.ResponseWriter, r *http.Request) {
 		if err := tx.PutSettings(pairer.CatalogSettings(id, s)); err != nil {
 			return err
 		}
-		return tx.Audit(catalog.AuditEvent{Actor: "api", Action: "settings.update", Target: id,
+		return tx.Audit(catalog.AuditEvent{Actor: actorOf(r), Action: "settings.update", Target: id,
 			Detail: fmt.Sprintf("backups %s of %d volume(s)", s.BackupSchedule, len(s.Volumes))})
 	})
 	if err != nil {

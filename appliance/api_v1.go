@@ -21,10 +21,12 @@ func (a *Appliance) routeV1(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/v1/pairings", a.v1Pairings)
 	mux.HandleFunc("GET /api/v1/pairings/{id}", a.v1Pairing)
 	mux.HandleFunc("POST /api/v1/pairings/{id}/retry", a.v1Retry)
+	mux.HandleFunc("POST /api/v1/pairings/{id}/confirm-fingerprint", a.v1ConfirmFingerprint)
 	mux.HandleFunc("GET /api/v1/agents", a.apiAgents)
 	mux.HandleFunc("DELETE /api/v1/agents/{id}", a.v1Unpair)
 	mux.HandleFunc("GET /api/v1/agents/{id}/settings", a.v1Settings)
 	mux.HandleFunc("PUT /api/v1/agents/{id}/settings", a.v1PutSettings)
+	mux.HandleFunc("GET /api/v1/storage", a.v1Storage)
 	a.routeBackup(mux)
 }
 
@@ -33,6 +35,8 @@ type V1Error struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
 	Target  string `json:"target,omitempty"`
+	// Remedy says what to do, where the code alone does not.
+	Remedy string `json:"remedy,omitempty"`
 }
 
 func v1Err(w http.ResponseWriter, err error) {
@@ -120,7 +124,7 @@ func (a *Appliance) v1StartPairings(w http.ResponseWriter, r *http.Request) {
 	var reply StartPairingsReply
 	for _, t := range targets {
 		pr, err := a.pairer.Start(r.Context(), pairer.Request{Target: t, Port: req.Port, AgentID: req.AgentID,
-			ProductKey: req.ProductKey, Settings: req.Settings})
+			ProductKey: req.ProductKey, Settings: req.Settings, Actor: actorOf(r)})
 		if err != nil {
 			e := V1Error{Code: "internal", Message: err.Error(), Target: t}
 			var re *pairer.RequestError
@@ -195,7 +199,7 @@ func (a *Appliance) v1Unpair(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	force := q.Get("force") == "1" || q.Get("force") == "true"
-	res, err := a.pairer.Unpair(r.Context(), r.PathValue("id"), destroy, force, apiActor)
+	res, err := a.pairer.Unpair(r.Context(), r.PathValue("id"), destroy, force, actorOf(r))
 	if err != nil {
 		v1Err(w, err)
 		return

@@ -15,6 +15,7 @@ type APIError struct {
 	Status  int
 	Code    string // v1 code; "" for the older endpoints
 	Message string
+	Remedy  string // what to do, when the API says
 }
 
 func (e *APIError) Error() string {
@@ -66,6 +67,9 @@ func (u *UI) apiRaw(c *gin.Context, method, path string, in any) (int, []byte, e
 		return 0, nil, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	req.RemoteAddr = c.Request.RemoteAddr
+	if a := authOf(c).Actor; a != "" {
+		req.Header.Set(actorHeader, a)
+	}
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
@@ -86,11 +90,12 @@ func apiErrorOf(status int, body []byte) *APIError {
 	var v struct {
 		Code    string `json:"code"`
 		Message string `json:"message"`
+		Remedy  string `json:"remedy"`
 		Error   string `json:"error"`
 	}
 	e := &APIError{Status: status}
 	if json.Unmarshal(body, &v) == nil && (v.Message != "" || v.Error != "") {
-		e.Code, e.Message = v.Code, v.Message
+		e.Code, e.Message, e.Remedy = v.Code, v.Message, v.Remedy
 		if e.Message == "" {
 			e.Message = v.Error
 		}

@@ -93,6 +93,9 @@ type authed struct {
 	User      string
 	SessionID string // "" for an API token
 	CSRF      string
+	// Actor names who acts, for the appliance's audit log (actorHeader):
+	// "user:<name>" for a session, "api-token:<id>" for an API token.
+	Actor string
 }
 
 const authedKey = "cairn.authed"
@@ -248,7 +251,7 @@ func (u *UI) requireSession(c *gin.Context) {
 		redirect(c, "/login?next="+url.QueryEscape(next))
 		return
 	}
-	a := authed{User: s.Username, SessionID: id, CSRF: csrfFor(id)}
+	a := authed{User: s.Username, SessionID: id, CSRF: csrfFor(id), Actor: "user:" + s.Username}
 	if stateChanging(c.Request.Method) {
 		got := c.GetHeader(csrfHeader)
 		if got == "" {
@@ -283,7 +286,7 @@ func (u *UI) apiAuth(c *gin.Context) {
 			deny(http.StatusUnauthorized, "the API token is unknown or revoked")
 			return
 		}
-		c.Set(authedKey, authed{User: user})
+		c.Set(authedKey, authed{User: user, Actor: user})
 		c.Next()
 		return
 	}
@@ -298,12 +301,13 @@ func (u *UI) apiAuth(c *gin.Context) {
 		c.AbortWithStatusJSON(http.StatusForbidden, gin.H{"code": "csrf", "message": "missing or wrong " + csrfHeader + " header"})
 		return
 	}
-	c.Set(authedKey, authed{User: s.Username, SessionID: id, CSRF: csrfFor(id)})
+	c.Set(authedKey, authed{User: s.Username, SessionID: id, CSRF: csrfFor(id), Actor: "user:" + s.Username})
 	c.Next()
 }
 
 // checkAPIToken finds the token among the stored hashes, in constant time
-// per token, and records its use (at most once a minute).
+// per token, and records its use (at most once a minute). It returns the
+// token's actor name, "api-token:<id>".
 func (u *UI) checkAPIToken(c *gin.Context, tok string) (string, bool) {
 	st, err := u.cfg.Store.Load(c.Request.Context())
 	if err != nil {

@@ -18,6 +18,13 @@ import (
 type dashboardData struct {
 	Agents   []agentView
 	Pairings []pairingView
+	// Storage is the pool's space; nil if the appliance cannot tell
+	// (StorageError says why).
+	Storage      *storageView
+	StorageError string
+	// LatestPairing is each agent's newest pairing, where its key is
+	// confirmed.
+	LatestPairing map[string]uint64
 }
 
 // recentPairings is how many pairings the dashboard lists.
@@ -32,6 +39,18 @@ func (u *UI) loadDashboard(c *gin.Context) (dashboardData, error) {
 		return d, err
 	}
 	slices.SortFunc(d.Pairings, func(a, b pairingView) int { return b.CreatedAt.Compare(a.CreatedAt) })
+	d.LatestPairing = make(map[string]uint64)
+	for _, p := range d.Pairings {
+		if _, ok := d.LatestPairing[p.AgentID]; !ok {
+			d.LatestPairing[p.AgentID] = p.ID
+		}
+	}
+	var st storageView
+	if err := u.api(c, http.MethodGet, "/api/v1/storage", nil, &st); err != nil {
+		d.StorageError = err.Error()
+	} else {
+		d.Storage = &st
+	}
 	if len(d.Pairings) > recentPairings {
 		d.Pairings = d.Pairings[:recentPairings]
 	}

@@ -32,13 +32,15 @@ type pageData struct {
 }
 
 // pageNames are the templates/<name>.html files that are pages.
-var pageNames = []string{"setup", "login", "error", "dashboard", "wizard", "pairing", "settings", "tokens", "apitokens", "agent", "unpair"}
+var pageNames = []string{"setup", "login", "error", "dashboard", "wizard", "pairing", "settings", "tokens", "apitokens", "agent", "unpair", "audit", "mismatch"}
 
 var funcs = template.FuncMap{
 	"ago":   ago,
 	"when":  when,
 	"join":  strings.Join,
 	"bytes": humanBytes,
+	// size is bytes for a signed count (the API's int64 sizes).
+	"size": func(n int64) string { return humanBytes(uint64(max(n, 0))) },
 	"hours": func() []int {
 		h := make([]int, 24)
 		for i := range h {

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,8 +19,9 @@ import (
 
 // tokensData is the agent tokens page's data.
 type tokensData struct {
-	Tokens []tokenView
-	Agents []agentView
+	Tokens      []tokenView
+	SetupTokens []setupTokenView
+	Agents      []agentView
 	// Duplicates are refused second connections of a live token, newest
 	// first, from the audit log.
 	Duplicates []auditView
@@ -35,12 +38,8 @@ type shownSecret struct {
 // connection.
 const auditDuplicate = "agent.duplicate_connection"
 
-// Bounds on reading the audit log for duplicate connections.
-const (
-	auditPage      = 1000 // the API's page size
-	maxAuditPages  = 50
-	shownDuplicate = 50
-)
+// shownDuplicate bounds the duplicate connections listed.
+const shownDuplicate = 50
 
 func (u *UI) loadTokens(c *gin.Context) (tokensData, error) {
 	var d tokensData
@@ -51,25 +50,12 @@ func (u *UI) loadTokens(c *gin.Context) (tokensData, error) {
 	if err := u.api(c, http.MethodGet, "/api/v1/agents", nil, &d.Agents); err != nil {
 		return d, err
 	}
-	var after uint64
-	for range maxAuditPages {
-		var events []auditView
-		if err := u.api(c, http.MethodGet, "/api/audit?after="+strconv.FormatUint(after, 10), nil, &events); err != nil {
-			return d, err
-		}
-		for _, e := range events {
-			if e.Action == auditDuplicate {
-				d.Duplicates = append(d.Duplicates, e)
-			}
-			after = e.Seq
-		}
-		if len(events) < auditPage {
-			break
-		}
+	if err := u.api(c, http.MethodGet, "/api/setup-tokens", nil, &d.SetupTokens); err != nil {
+		return d, err
 	}
-	slices.Reverse(d.Duplicates)
-	if len(d.Duplicates) > shownDuplicate {
-		d.Duplicates = d.Duplicates[:shownDuplicate]
+	q := url.Values{"kind": {auditDuplicate}, "order": {"newest"}, "limit": {strconv.Itoa(shownDuplicate)}}
+	if err := u.api(c, http.MethodGet, "/api/audit?"+q.Encode(), nil, &d.Duplicates); err != nil {
+		return d, err
 	}
 	return d, nil
 }
@@ -182,6 +168,28 @@ func (u *UI) revokeAgentToken(c *gin.Context) {
 		return
 	}
 	u.tokensResult(c, http.StatusOK, pageData{Notice: fmt.Sprintf("Token %d revoked; its live connection, if any, is closed.", id)}, nil)
+}
+
+// setupTokenID is the public part of a setup token.
+var setupTokenID = regexp.MustCompile(`^[0-9A-Za-z]{12}$`)
+
+func (u *UI) revokeSetupToken(c *gin.Context) {
+	id := c.Param("id")
+	if !setupTokenID.MatchString(id) {
+		u.notFound(c)
+		return
+	}
+	var st setupTokenView
+	if err := u.api(c, http.MethodPost, "/api/setup-tokens/"+id+"/revoke", nil, &st); err != nil {
+		var ae *APIError
+		if errors.As(err, &ae) && ae.Status == http.StatusNotFound {
+			u.notFound(c)
+			return
+		}
+		u.tokensResult(c, http.StatusConflict, pageData{Message: "Revoking failed: " + err.Error()}, nil)
+		return
+	}
+	u.tokensResult(c, http.StatusOK, pageData{Notice: fmt.Sprintf("Setup token %s (%s) revoked: it enrols no more agents; the agents it enrolled keep their tokens.", st.Label, st.ID)}, nil)
 }
 
 // API tokens for scripts.

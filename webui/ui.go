@@ -141,10 +141,15 @@ func (u *UI) Handler() http.Handler {
 	p.GET("/pairings/:id", u.pairingPage)
 	p.GET("/pairings/:id/steps", u.pairingSteps)
 	p.POST("/pairings/:id/retry", u.pairingRetry)
+	p.POST("/pairings/:id/confirm-fingerprint", u.confirmFingerprint)
+	p.GET("/pairings/:id/mismatch", u.mismatchPage)
+	p.POST("/pairings/:id/unpair", u.unpairMismatch)
 	p.GET("/tokens", u.tokensPage)
 	p.POST("/tokens/agent", u.createAgentToken)
 	p.POST("/tokens/setup", u.createSetupToken)
 	p.POST("/tokens/:id/revoke", u.revokeAgentToken)
+	p.POST("/setup-tokens/:id/revoke", u.revokeSetupToken)
+	p.GET("/audit", u.auditPage)
 	p.GET("/api-tokens", u.apiTokensPage)
 	p.POST("/api-tokens", u.createAPIToken)
 	p.POST("/api-tokens/:id/revoke", u.revokeAPIToken)
@@ -178,11 +183,21 @@ func securityHeaders(c *gin.Context) {
 	c.Next()
 }
 
+// actorHeader tells the API who a request acts for, for its audit log
+// (appliance.ActorHeader): the UI sets it on every request it passes on,
+// after deleting any the client sent.
+const actorHeader = "X-Cairn-Actor"
+
 // stripCredentials keeps the UI's cookies and the bearer token from the
-// API handler, which does not need them and must not log them.
+// API handler, which does not need them and must not log them, and says
+// who the request acts for instead.
 func stripCredentials(c *gin.Context) {
 	c.Request.Header.Del("Authorization")
 	c.Request.Header.Del("Cookie")
+	c.Request.Header.Del(actorHeader)
+	if a := authOf(c).Actor; a != "" {
+		c.Request.Header.Set(actorHeader, a)
+	}
 	c.Next()
 }
 

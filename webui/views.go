@@ -35,6 +35,65 @@ type agentView struct {
 		Reason  string    `json:"reason"`
 		Expires time.Time `json:"expires"`
 	} `json:"license"`
+	FingerprintConfirmedAt *time.Time     `json:"fingerprint_confirmed_at"`
+	LastBackup             *backupSummary `json:"last_backup"`
+	RunningBackup          *backupSummary `json:"running_backup"`
+	NextBackup             *time.Time     `json:"next_backup"`
+	RecoveryPoints         int            `json:"recovery_points"`
+	UsedBytes              *int64         `json:"used_bytes"`
+}
+
+// Unconfirmed reports whether the agent's key is pinned but the operator
+// has not confirmed it.
+func (a agentView) Unconfirmed() bool { return a.Fingerprint != "" && a.FingerprintConfirmedAt == nil }
+
+// backupSummary is a backup job as the agents listing shows it.
+type backupSummary struct {
+	JobID      uint64    `json:"job_id"`
+	State      string    `json:"state"`
+	Started    time.Time `json:"started"`
+	Finished   time.Time `json:"finished"`
+	Bytes      int64     `json:"bytes"`
+	BytesDone  int64     `json:"bytes_done"`
+	BytesTotal int64     `json:"bytes_total"`
+	Error      string    `json:"error"`
+}
+
+// Percent is how far a running backup has read, 0 to 100.
+func (b backupSummary) Percent() int {
+	if b.BytesTotal <= 0 {
+		return 0
+	}
+	return int(min(100, b.BytesDone*100/b.BytesTotal))
+}
+
+// storageView is GET /api/v1/storage.
+type storageView struct {
+	Pool           string `json:"pool"`
+	Kind           string `json:"kind"`
+	UsedBytes      int64  `json:"used_bytes"`
+	AvailableBytes int64  `json:"available_bytes"`
+	TotalBytes     int64  `json:"total_bytes"`
+}
+
+// Percent is the share of the pool in use, 0 to 100.
+func (s storageView) Percent() int {
+	if s.TotalBytes <= 0 {
+		return 0
+	}
+	return int(min(100, s.UsedBytes*100/s.TotalBytes))
+}
+
+// setupTokenView is a setup token in GET /api/setup-tokens.
+type setupTokenView struct {
+	ID        string    `json:"id"`
+	Label     string    `json:"label"`
+	CreatedAt time.Time `json:"created_at"`
+	ExpiresAt time.Time `json:"expires_at"`
+	MaxUses   int       `json:"max_uses"`
+	Uses      int       `json:"uses"`
+	RevokedAt time.Time `json:"revoked_at"`
+	State     string    `json:"state"`
 }
 
 type duplicate struct {
@@ -66,6 +125,9 @@ type pairingView struct {
 	Steps     []stepView       `json:"steps"`
 	CreatedAt time.Time        `json:"created_at"`
 	UpdatedAt time.Time        `json:"updated_at"`
+	// FingerprintConfirmedAt is when the operator confirmed the agent's
+	// key; nil until then.
+	FingerprintConfirmedAt *time.Time `json:"fingerprint_confirmed_at"`
 }
 
 // step returns the named step, or nil.

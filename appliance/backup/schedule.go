@@ -59,7 +59,7 @@ func (r *Runner) scheduleTick(ctx context.Context, now time.Time) []catalog.Job 
 	var started []catalog.Job
 	for _, a := range agents {
 		s, ok := settings[a.ID]
-		if !ok || s.BackupSchedule == "" || a.Dataset == "" {
+		if !ok || !scheduled(a, s) {
 			continue
 		}
 		r.mu.Lock()
@@ -90,4 +90,27 @@ func (r *Runner) scheduleTick(ctx context.Context, now time.Time) []catalog.Job 
 		started = append(started, job)
 	}
 	return started
+}
+
+// scheduled reports whether the scheduler starts backups of an agent with
+// these settings: it has a dataset (its pairing got that far) and a
+// schedule.
+func scheduled(a catalog.Agent, s catalog.Settings) bool {
+	return s.BackupSchedule != "" && a.Dataset != ""
+}
+
+// NextBackup returns when the scheduler will next start a backup of an
+// agent with settings s: the first time of its schedule after now (Run
+// starts it at its first look at or after that time). ok is false when it
+// starts none: no dataset yet, no schedule, or one that does not parse.
+func (r *Runner) NextBackup(a catalog.Agent, s catalog.Settings) (next time.Time, ok bool) {
+	if !scheduled(a, s) {
+		return time.Time{}, false
+	}
+	sch, err := pairing.ParseSchedule(s.BackupSchedule)
+	if err != nil {
+		return time.Time{}, false
+	}
+	next = sch.Next(r.cfg.Now())
+	return next, !next.IsZero()
 }

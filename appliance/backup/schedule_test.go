@@ -48,3 +48,29 @@ func TestSchedule(t *testing.T) {
 		f.wait(again[0].ID)
 	}
 }
+
+// TestNextBackup: the next time of an agent's schedule after the
+// runner's clock, and none without a dataset, a schedule or with one that
+// does not parse.
+func TestNextBackup(t *testing.T) {
+	now := time.Date(2026, 11, 27, 17, 30, 0, 0, time.UTC) // a Friday
+	f := newFixture(t, embeddedPool(t, t.TempDir()), func(c *Config) { c.Now = func() time.Time { return now } })
+	a := catalog.Agent{ID: "n-1", Mode: catalog.ModeReverse, Dataset: "cairn/agents/n-1"}
+	for _, tc := range []struct {
+		name     string
+		a        catalog.Agent
+		schedule string
+		want     time.Time
+	}{
+		{"hourly", a, "0 * * * *", time.Date(2026, 11, 27, 18, 0, 0, 0, time.UTC)},
+		{"office hours, over the weekend", a, "15 9-17 * * mon-fri", time.Date(2026, 11, 30, 9, 15, 0, 0, time.UTC)},
+		{"no dataset", catalog.Agent{ID: "n-1"}, "0 * * * *", time.Time{}},
+		{"no schedule", a, "", time.Time{}},
+		{"bad schedule", a, "61 * * * *", time.Time{}},
+	} {
+		got, ok := f.r.NextBackup(tc.a, catalog.Settings{AgentID: "n-1", BackupSchedule: tc.schedule})
+		if ok != !tc.want.IsZero() || !got.Equal(tc.want) {
+			t.Errorf("%s: %v %v, want %v", tc.name, got, ok, tc.want)
+		}
+	}
+}

@@ -48,6 +48,11 @@ type Agent struct {
 	// UpdatedAt is set by every PutAgent.
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
+	// FingerprintConfirmedAt is when the operator confirmed that
+	// Fingerprint is the key of the machine they meant (compared with
+	// "cairn-agent fingerprint" on it); zero until then. PutAgent clears
+	// it when Fingerprint changes.
+	FingerprintConfirmedAt time.Time `json:"fingerprint_confirmed_at,omitzero"`
 }
 
 // Retention says how many recovery points to keep: the newest KeepLast,

@@ -82,7 +82,8 @@ func put(b *bbolt.Bucket, key []byte, v any) error {
 
 // PutAgent creates or replaces an agent. It keeps the CreatedAt of an
 // existing record (a new one gets a.CreatedAt, or now if zero) and sets
-// UpdatedAt to now.
+// UpdatedAt to now. A record whose Fingerprint differs from the stored
+// one loses its FingerprintConfirmedAt: a confirmation is of one key.
 func (t *Tx) PutAgent(a Agent) error {
 	if err := t.putAgent(a); err != nil {
 		return fmt.Errorf("put agent %q: %w", a.ID, err)
@@ -105,6 +106,9 @@ func (t *Tx) putAgent(a Agent) error {
 	switch {
 	case err == nil:
 		a.CreatedAt = old.CreatedAt
+		if a.Fingerprint != old.Fingerprint {
+			a.FingerprintConfirmedAt = time.Time{}
+		}
 	case !errors.Is(err, ErrNotFound):
 		return err
 	}
@@ -343,6 +347,19 @@ func (t *Tx) RecoveryPoints(agentID string) ([]RecoveryPoint, error) {
 		return nil, fmt.Errorf("list recovery points of agent %q: %w", agentID, err)
 	}
 	return rps, nil
+}
+
+// RecoveryPointCount returns how many recovery points an existing agent
+// has, without decoding them.
+func (t *Tx) RecoveryPointCount(agentID string) (int, error) {
+	b, err := t.points(agentID, false)
+	if err != nil {
+		return 0, fmt.Errorf("count recovery points of agent %q: %w", agentID, err)
+	}
+	if b == nil {
+		return 0, nil
+	}
+	return b.Stats().KeyN, nil
 }
 
 // DeleteRecoveryPoint deletes the record of one recovery point.

@@ -472,3 +472,32 @@ func (g *Gateway) CreateSetupToken(ctx context.Context, label string, ttl time.D
 	g.log.Info("setup token created", "setup_token", st, "max_uses", maxUses, "expires", expires)
 	return st, expires, nil
 }
+
+// RevokeSetupToken revokes a setup token: it enrols no more agents; the
+// agent tokens it gave stay valid. Revoking it again changes nothing. It
+// returns the token as stored.
+func (g *Gateway) RevokeSetupToken(ctx context.Context, id, actor string) (catalog.SetupToken, error) {
+	var st catalog.SetupToken
+	err := g.cat.Update(ctx, func(tx *catalog.Tx) error {
+		var err error
+		if st, err = tx.SetupToken(id); err != nil {
+			return err
+		}
+		if st.Revoked() {
+			return nil
+		}
+		if err := tx.RevokeSetupToken(id); err != nil {
+			return err
+		}
+		if st, err = tx.SetupToken(id); err != nil {
+			return err
+		}
+		return tx.Audit(catalog.AuditEvent{Actor: actor, Action: "setup_token.revoked", Target: id,
+			Detail: fmt.Sprintf("label %q, used by %d of %d agents", st.Label, len(st.UsedBy), st.MaxUses)})
+	})
+	if err != nil {
+		return catalog.SetupToken{}, err
+	}
+	g.log.Info("setup token revoked", "setup_token", id)
+	return st, nil
+}

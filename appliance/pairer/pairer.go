@@ -110,6 +110,8 @@ type Request struct {
 	// ProductKey is the agent's product key.
 	ProductKey string            `json:"product_key"`
 	Settings   *pairing.Settings `json:"settings,omitempty"` // nil: pairing.DefaultSettings
+	// Actor names who asked, for the audit log; "" is "api".
+	Actor string `json:"-"`
 }
 
 // Pairing is a pairing as the API shows it.
@@ -125,6 +127,9 @@ type Pairing struct {
 	Steps     []pairing.StepResult `json:"steps"`
 	CreatedAt time.Time            `json:"created_at"`
 	UpdatedAt time.Time            `json:"updated_at"`
+	// FingerprintConfirmedAt is when the operator confirmed the agent's
+	// key (catalog.Agent.FingerprintConfirmedAt); absent until then.
+	FingerprintConfirmedAt *time.Time `json:"fingerprint_confirmed_at,omitempty"`
 }
 
 // RequestError is a request the Pairer refuses before storing anything.
@@ -204,7 +209,7 @@ func (p *Pairer) Start(ctx context.Context, req Request) (Pairing, error) {
 		if err := tx.PutSecret(keySecret(id), []byte(key.Reveal())); err != nil {
 			return err
 		}
-		return tx.Audit(catalog.AuditEvent{Actor: "api", Action: "pairing.started", Target: rec.AgentID,
+		return tx.Audit(catalog.AuditEvent{Actor: or(req.Actor, "api"), Action: "pairing.started", Target: rec.AgentID,
 			Detail: fmt.Sprintf("pairing %d of %s (%s mode), key %s", id, or(rec.Target, rec.AgentID), rec.Mode, key.ID())})
 	})
 	if errors.Is(err, catalog.ErrInvalid) {
@@ -318,16 +323,19 @@ func (p *Pairer) Retry(ctx context.Context, id uint64) (Pairing, error) {
 
 // Get returns a pairing.
 func (p *Pairer) Get(ctx context.Context, id uint64) (Pairing, error) {
-	var rec catalog.Pairing
+	var pr Pairing
 	err := p.cfg.Catalog.View(ctx, func(tx *catalog.Tx) error {
-		var err error
-		rec, err = tx.Pairing(id)
-		return err
+		rec, err := tx.Pairing(id)
+		if err != nil {
+			return err
+		}
+		pr = withConfirmation(tx, toPairing(rec))
+		return nil
 	})
 	if err != nil {
 		return Pairing{}, err
 	}
-	return toPairing(rec), nil
+	return pr, nil
 }
 
 // List returns every pairing, oldest first.
@@ -336,11 +344,20 @@ func (p *Pairer) List(ctx context.Context) ([]Pairing, error) {
 	err := p.cfg.Catalog.View(ctx, func(tx *catalog.Tx) error {
 		ps, err := tx.Pairings()
 		for _, rec := range ps {
-			out = append(out, toPairing(rec))
+			out = append(out, withConfirmation(tx, toPairing(rec)))
 		}
 		return err
 	})
 	return out, err
+}
+
+// withConfirmation adds when the operator confirmed the agent's key.
+func withConfirmation(tx *catalog.Tx, pr Pairing) Pairing {
+	if a, err := tx.Agent(pr.AgentID); err == nil && !a.FingerprintConfirmedAt.IsZero() {
+		t := a.FingerprintConfirmedAt
+		pr.FingerprintConfirmedAt = &t
+	}
+	return pr
 }
 
 // Wait waits until a pairing is no longer running, or ctx ends, and
