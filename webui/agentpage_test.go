@@ -10,15 +10,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	cdplog "github.com/chromedp/cdproto/log"
-	"github.com/chromedp/cdproto/runtime"
+	"github.com/cairnbackup/cairn/internal/browsertest"
 	"github.com/chromedp/chromedp"
 
 	agentv1 "github.com/cairnbackup/cairn/api/agent/v1"
@@ -488,83 +485,16 @@ func TestJobRow(t *testing.T) {
 	}
 }
 
-// chromium starts a headless Chromium for a test (skipped without one,
-// unless CAIRN_TEST_BROWSER=1) and collects what would be a problem on a
-// page: console errors, exceptions, failed loads, CSP violations.
-func chromium(t *testing.T) (context.Context, func() []string) {
-	t.Helper()
-	path, err := findBrowser()
-	if err != nil {
-		if os.Getenv("CAIRN_TEST_BROWSER") == "1" {
-			t.Fatalf("CAIRN_TEST_BROWSER=1: %v", err)
-		}
-		t.Skipf("%v; CAIRN_TEST_BROWSER=1 makes this a failure", err)
-	}
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(path), chromedp.NoSandbox,
-		chromedp.Flag("disable-dev-shm-usage", true), chromedp.WindowSize(1280, 900))
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	t.Cleanup(cancelAlloc)
-	ctx, cancel := chromedp.NewContext(actx)
-	t.Cleanup(cancel)
-	ctx, cancelTimeout := context.WithTimeout(ctx, 90*time.Second)
-	t.Cleanup(cancelTimeout)
-	var mu sync.Mutex
-	var problems []string
-	err = chromedp.Listen(ctx, func(ev any) {
-		mu.Lock()
-		defer mu.Unlock()
-		switch ev := ev.(type) {
-		case *runtime.EventConsoleAPICalled:
-			if ev.Type == runtime.ConsoleAPICalledTypeError || ev.Type == runtime.ConsoleAPICalledTypeAssert {
-				problems = append(problems, "console."+string(ev.Type))
-			}
-		case *runtime.EventExceptionThrown:
-			problems = append(problems, "exception: "+ev.ExceptionDetails.Text)
-		case *cdplog.EventEntryAdded:
-			if ev.Entry.Level == cdplog.EntryLevelError {
-				problems = append(problems, fmt.Sprintf("log (%s): %s %s", ev.Entry.Source, ev.Entry.Text, ev.Entry.URL))
-			}
-		}
-	})
-	if err != nil {
-		t.Fatalf("start chromium %s: %v", path, err)
-	}
-	return ctx, func() []string {
-		mu.Lock()
-		defer mu.Unlock()
-		return append([]string(nil), problems...)
-	}
-}
-
 // TestBrowserAgentPage drives the agent page in headless Chromium: back
 // up now shows the live progress and then the new recovery point without
 // reloading the page, an NBD export starts in place, the page fits a
 // phone, and unpairing goes through its confirmation to the dashboard.
 func TestBrowserAgentPage(t *testing.T) {
-	ctx, problems := chromium(t)
+	br := browsertest.Start(t, filepath.Join("testdata", "screenshots"), 90*time.Second)
+	ctx, do, shot := br.Ctx, br.Do, br.Shot
 	e := newAgentEnv(t, true)
 	srv := httptest.NewServer(e.h)
 	defer srv.Close()
-	shots := filepath.Join("testdata", "screenshots")
-	if err := os.MkdirAll(shots, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	do := func(step string, actions ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		if err := chromedp.Do(ctx, actions...); err != nil {
-			t.Fatalf("%s: %v", step, err)
-		}
-	}
-	shot := func(name string) {
-		t.Helper()
-		buf, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
-		if err != nil {
-			t.Fatalf("screenshot %s: %v", name, err)
-		}
-		if err := os.WriteFile(filepath.Join(shots, name+".png"), buf, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
 	type css = chromedp.CSS
 
 	do("setup", chromedp.Navigate(srv.URL+"/setup"),
@@ -613,7 +543,5 @@ func TestBrowserAgentPage(t *testing.T) {
 	if err != nil || !strings.Contains(notice, "Agent web-1 unpaired.") {
 		t.Errorf("dashboard notice %q, %v", notice, err)
 	}
-	for _, p := range problems() {
-		t.Errorf("browser: %s", p)
-	}
+	br.CheckConsole()
 }

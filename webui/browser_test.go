@@ -1,38 +1,18 @@
 package webui
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	cdplog "github.com/chromedp/cdproto/log"
-	"github.com/chromedp/cdproto/runtime"
+	"github.com/cairnbackup/cairn/internal/browsertest"
 	"github.com/chromedp/chromedp"
 )
-
-// findBrowser returns a headless-capable Chromium: the Debian package
-// chromium, or what CAIRN_TEST_BROWSER_PATH names.
-func findBrowser() (string, error) {
-	if p := os.Getenv("CAIRN_TEST_BROWSER_PATH"); p != "" {
-		return p, nil
-	}
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p, nil
-		}
-	}
-	return "", errors.New("no chromium in PATH (Debian: apt-get install chromium)")
-}
 
 // TestBrowser drives the UI in headless Chromium: first-start setup, the
 // dashboard, logout and login, the add-agent wizard with a validation
@@ -41,13 +21,8 @@ func findBrowser() (string, error) {
 // testdata/screenshots/. Without Chromium it is skipped, unless
 // CAIRN_TEST_BROWSER=1, which makes a missing browser a failure.
 func TestBrowser(t *testing.T) {
-	path, err := findBrowser()
-	if err != nil {
-		if os.Getenv("CAIRN_TEST_BROWSER") == "1" {
-			t.Fatalf("CAIRN_TEST_BROWSER=1: %v", err)
-		}
-		t.Skipf("%v; CAIRN_TEST_BROWSER=1 makes this a failure", err)
-	}
+	br := browsertest.Start(t, filepath.Join("testdata", "screenshots"), 90*time.Second)
+	ctx, do, shot := br.Ctx, br.Do, br.Shot
 	// A real appliance, and one pairing (42) whose Connect and Inspect
 	// data need a real agent: it runs until done is set.
 	var done atomic.Bool
@@ -63,61 +38,6 @@ func TestBrowser(t *testing.T) {
 	e := newEnv(t, api)
 	srv := httptest.NewServer(e.h)
 	defer srv.Close()
-	shots := filepath.Join("testdata", "screenshots")
-	if err := os.MkdirAll(shots, 0o755); err != nil {
-		t.Fatal(err)
-	}
-
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(path), chromedp.NoSandbox,
-		chromedp.Flag("disable-dev-shm-usage", true), chromedp.WindowSize(1280, 900))
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancelAlloc()
-	ctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
-	ctx, cancelTimeout := context.WithTimeout(ctx, 90*time.Second)
-	defer cancelTimeout()
-
-	var mu sync.Mutex
-	var problems []string
-	err = chromedp.Listen(ctx, func(ev any) {
-		mu.Lock()
-		defer mu.Unlock()
-		switch ev := ev.(type) {
-		case *runtime.EventConsoleAPICalled:
-			if ev.Type == runtime.ConsoleAPICalledTypeError || ev.Type == runtime.ConsoleAPICalledTypeAssert {
-				var args []string
-				for _, a := range ev.Args {
-					args = append(args, string(a.Value)+a.Description)
-				}
-				problems = append(problems, "console."+string(ev.Type)+": "+strings.Join(args, " "))
-			}
-		case *runtime.EventExceptionThrown:
-			problems = append(problems, "exception: "+ev.ExceptionDetails.Text)
-		case *cdplog.EventEntryAdded:
-			if ev.Entry.Level == cdplog.EntryLevelError {
-				problems = append(problems, fmt.Sprintf("log (%s): %s %s", ev.Entry.Source, ev.Entry.Text, ev.Entry.URL))
-			}
-		}
-	})
-	if err != nil {
-		t.Fatalf("start chromium %s: %v", path, err)
-	}
-	do := func(step string, actions ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		if err := chromedp.Do(ctx, actions...); err != nil {
-			t.Fatalf("%s: %v", step, err)
-		}
-	}
-	shot := func(name string) {
-		t.Helper()
-		buf, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
-		if err != nil {
-			t.Fatalf("screenshot %s: %v", name, err)
-		}
-		if err := os.WriteFile(filepath.Join(shots, name+".png"), buf, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
 	type css = chromedp.CSS
 
 	do("first start", chromedp.Navigate(srv.URL+"/agents/new"), chromedp.WaitVisible(css(`#f-username`)))
@@ -198,14 +118,5 @@ func TestBrowser(t *testing.T) {
 	// as a failed load. The UI answers invalid forms with 422, as htmx
 	// and scripts expect.
 	expected := fmt.Sprintf("log (network): Failed to load resource: the server responded with a status of 422 (Unprocessable Entity) %s/agents/new", srv.URL)
-	mu.Lock()
-	defer mu.Unlock()
-	seen := 0
-	for _, p := range problems {
-		if p == expected && seen == 0 {
-			seen++
-			continue
-		}
-		t.Errorf("browser: %s", p)
-	}
+	br.CheckConsole(expected)
 }
