@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -128,6 +129,28 @@ func TestV1BackupRestore(t *testing.T) {
 	call(t, "GET", base+"/api/v1/jobs/x", nil, http.StatusBadRequest, &v1e)
 	call(t, "GET", base+"/api/v1/jobs/999", nil, http.StatusNotFound, &v1e)
 	call(t, "POST", base+"/api/v1/agents/web-1/recovery-points/rp-nope/verify", nil, http.StatusNotFound, &v1e)
+
+	// Unpairing ends the agent's NBD exports, so that its held recovery
+	// points can be destroyed with it.
+	var x appliance.NBDExport
+	call(t, "POST", img+"0/nbd", nil, http.StatusCreated, &x)
+	var exports []appliance.NBDExport
+	call(t, "GET", base+"/api/v1/nbd", nil, http.StatusOK, &exports)
+	if len(exports) != 1 {
+		t.Fatalf("exports %+v", exports)
+	}
+	call(t, "DELETE", base+"/api/v1/agents/web-1?dataset=destroy&force=1", nil, http.StatusOK, nil)
+	call(t, "GET", base+"/api/v1/nbd", nil, http.StatusOK, &exports)
+	if len(exports) != 0 {
+		t.Errorf("exports after unpairing: %+v", exports)
+	}
+	if c, err := net.Dial("tcp", x.Address); err == nil {
+		c.Close()
+		t.Errorf("the export still listens at %s after unpairing", x.Address)
+	}
+	if _, err := a.Pool().Dataset(ctx, ds); !errors.Is(err, zfs.ErrNotFound) {
+		t.Errorf("dataset after unpairing with destroy: %v", err)
+	}
 }
 
 func call(t *testing.T, method, url string, body any, want int, out any) {

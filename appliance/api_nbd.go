@@ -73,6 +73,23 @@ func (e *exports) close(pool zfs.Pool) error {
 	return errors.Join(errs...)
 }
 
+// stopAgent stops every export of an agent's recovery points and
+// releases their holds: unpairing makes them unreachable, and a dataset
+// with held snapshots cannot be destroyed.
+func (e *exports) stopAgent(pool zfs.Pool, agentID string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var errs []error
+	for key, x := range e.m {
+		if x.view.AgentID != agentID {
+			continue
+		}
+		delete(e.m, key)
+		errs = append(errs, x.stop(), e.releaseUnexported(pool, x.snap))
+	}
+	return errors.Join(errs...)
+}
+
 // releaseUnexported releases the NBD hold of snap unless another of its
 // volumes is exported. The caller holds e.mu.
 func (e *exports) releaseUnexported(pool zfs.Pool, snap zfs.SnapshotName) error {

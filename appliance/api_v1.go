@@ -199,6 +199,9 @@ func (a *Appliance) v1Unpair(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	force := q.Get("force") == "1" || q.Get("force") == "true"
+	if err := a.nbd.stopAgent(a.pool, r.PathValue("id")); err != nil {
+		a.log.Warn("unpair: stop the agent's NBD exports", "agent", r.PathValue("id"), "err", err)
+	}
 	res, err := a.pairer.Unpair(r.Context(), r.PathValue("id"), destroy, force, actorOf(r))
 	if err != nil {
 		v1Err(w, err)
