@@ -14,6 +14,7 @@ import (
 
 	agentv1 "github.com/cairnbackup/cairn/api/agent/v1"
 	"github.com/cairnbackup/cairn/appliance"
+	"github.com/cairnbackup/cairn/appliance/appliancetest"
 	"github.com/cairnbackup/cairn/appliance/backup/backuptest"
 	"github.com/cairnbackup/cairn/appliance/catalog"
 	"github.com/cairnbackup/cairn/internal/logtest"
@@ -24,32 +25,13 @@ import (
 // in-process agent on the appliance's gateway: start, conflict, progress,
 // recovery points, the raw image with and without Range, verify, errors.
 func TestV1BackupRestore(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	a, err := appliance.New(ctx, appliance.Config{DataDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- a.Serve(ctx, ln, gln) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		a.Close()
-	})
-	base := "http://" + ln.Addr().String()
-
-	tok, err := a.Gateway().CreateAgentToken(ctx, "web-1", "test")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx := context.Background()
+	s := appliancetest.Serve(t, appliance.Config{})
+	a, base := s.Appliance, s.URL
+	vol := backuptest.SparseImage(3<<20+777, agentv1.DefaultBlockSize, 5)
+	ag := appliancetest.ConnectAgent(t, a, s.Gateway, "web-1", vol)
+	hold := make(chan struct{})
+	ag.SetFault(&backuptest.Fault{Hold: hold})
 	ds, _ := zfs.AgentDataset(a.Pool().Root(), "web-1")
 	if err := a.Pool().CreateDataset(ctx, ds); err != nil {
 		t.Fatal(err)
@@ -64,13 +46,6 @@ func TestV1BackupRestore(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	ag := backuptest.New(t)
-	vol := backuptest.SparseImage(3<<20+777, agentv1.DefaultBlockSize, 5)
-	ag.SetVolume("sda", vol)
-	hold := make(chan struct{})
-	ag.SetFault(&backuptest.Fault{Hold: hold})
-	ag.Connect(t, gln.Addr().String(), tok)
-	logtest.WaitFor(t, "agent connected", func() bool { _, err := a.Gateway().Client("web-1"); return err == nil })
 
 	var job catalog.Job
 	call(t, "POST", base+"/api/v1/agents/web-1/backups", nil, http.StatusAccepted, &job)

@@ -2,11 +2,9 @@ package appliance_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -14,6 +12,7 @@ import (
 
 	agentv1 "github.com/cairnbackup/cairn/api/agent/v1"
 	"github.com/cairnbackup/cairn/appliance"
+	"github.com/cairnbackup/cairn/appliance/appliancetest"
 	"github.com/cairnbackup/cairn/appliance/backup/backuptest"
 	"github.com/cairnbackup/cairn/appliance/catalog"
 	"github.com/cairnbackup/cairn/appliance/pairer"
@@ -30,47 +29,23 @@ type served struct {
 
 func serve(t *testing.T) *served {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	a, err := appliance.New(ctx, appliance.Config{DataDir: t.TempDir(), DNSServers: []string{"127.0.0.1:1"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- a.Serve(ctx, ln, gln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-		a.Close()
-	})
-	return &served{a: a, base: "http://" + ln.Addr().String(), gw: gln.Addr().String()}
+	s := appliancetest.Serve(t, appliance.Config{})
+	return &served{a: s.Appliance, base: s.URL, gw: s.Gateway}
 }
+
+// yearly is the schedule of the agents tests pair: the appliance's
+// scheduler runs, and must not start a backup during a test.
+const yearly = "0 0 1 1 *"
 
 // pairReverse connects an in-process agent with an agent token and pairs
 // it (all six steps, the license from the embedded activation service)
-// with an hourly schedule; it returns the agent and the done pairing.
+// with the yearly schedule; it returns the agent and the done pairing.
 func (s *served) pairReverse(t *testing.T, agentID string) (*backuptest.Agent, pairer.Pairing) {
 	t.Helper()
-	tok, err := s.a.Gateway().CreateAgentToken(context.Background(), agentID, "test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ag := backuptest.New(t)
-	ag.SetVolume("sda", backuptest.SparseImage(2<<20+4096, agentv1.DefaultBlockSize, 7))
-	ag.Connect(t, s.gw, tok)
-	logtest.WaitFor(t, "agent connected", func() bool { _, err := s.a.Gateway().Client(agentID); return err == nil })
+	ag := appliancetest.ConnectAgent(t, s.a, s.gw, agentID, backuptest.SparseImage(2<<20+4096, agentv1.DefaultBlockSize, 7))
 	var reply appliance.StartPairingsReply
 	call(t, "POST", s.base+"/api/v1/pairings", map[string]any{"agent_id": agentID, "product_key": appliance.DemoProductKey,
-		"settings": map[string]any{"backup_schedule": "0 * * * *"}}, http.StatusCreated, &reply)
+		"settings": map[string]any{"backup_schedule": yearly}}, http.StatusCreated, &reply)
 	pr := s.waitPairing(t, reply.Pairings[0].ID)
 	if pr.State != catalog.PairingDone {
 		t.Fatalf("pairing %+v", pr)
@@ -143,8 +118,9 @@ func TestAgentsListingBackups(t *testing.T) {
 		if info.LastBackup != nil || info.RunningBackup != nil || info.RecoveryPoints != 0 || info.FingerprintConfirmedAt != nil {
 			t.Errorf("%s before any backup: %+v", path, info)
 		}
-		if info.NextBackup == nil || info.NextBackup.Minute() != 0 || !info.NextBackup.After(time.Now()) || info.NextBackup.After(time.Now().Add(time.Hour)) {
-			t.Errorf("%s: next backup %v, want the next full hour", path, info.NextBackup)
+		if n := info.NextBackup; n == nil || !n.After(time.Now()) || n.After(time.Now().AddDate(1, 0, 0)) ||
+			n.Local().Month() != time.January || n.Local().Day() != 1 || n.Local().Hour() != 0 || n.Local().Minute() != 0 {
+			t.Errorf("%s: next backup %v, want the next 1 January at 0:00", path, info.NextBackup)
 		}
 		if info.UsedBytes == nil || info.Fingerprint == "" || info.Dataset == "" || info.Settings == nil || info.License == nil {
 			t.Errorf("%s: %+v", path, info)

@@ -2,7 +2,6 @@ package webui
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -20,6 +19,7 @@ import (
 
 	agentv1 "github.com/cairnbackup/cairn/api/agent/v1"
 	"github.com/cairnbackup/cairn/appliance"
+	"github.com/cairnbackup/cairn/appliance/appliancetest"
 	"github.com/cairnbackup/cairn/appliance/backup/backuptest"
 	"github.com/cairnbackup/cairn/internal/logtest"
 )
@@ -61,31 +61,9 @@ func (e *env) apiCall(t *testing.T, method, path string, in, out any) int {
 func newAgentEnv(t *testing.T, pair bool) *agentEnv {
 	t.Helper()
 	e := &agentEnv{env: newEnv(t, nil)}
-	gln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- e.app.Gateway().Serve(ctx, gln) }()
-	t.Cleanup(func() { // before the appliance closes, after the agent left
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("gateway: %v", err)
-		}
-	})
-	tok, err := e.app.Gateway().CreateAgentToken(ctx, testAgentID, "test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.agent = backuptest.New(t)
+	gw := appliancetest.ServeGateway(t, e.app)
 	e.vol = backuptest.SparseImage(1<<20+777, agentv1.DefaultBlockSize, 7)
-	e.agent.SetVolume("sda", e.vol)
-	e.agent.Connect(t, gln.Addr().String(), tok)
-	logtest.WaitFor(t, "the agent's session", func() bool {
-		_, err := e.app.Gateway().Client(testAgentID)
-		return err == nil
-	})
+	e.agent = appliancetest.ConnectAgent(t, e.app, gw, testAgentID, e.vol)
 	if !pair {
 		return e
 	}

@@ -1,7 +1,6 @@
 package webui
 
 import (
-	"context"
 	"html"
 	"io"
 	"net/http"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cairnbackup/cairn/appliance"
+	"github.com/cairnbackup/cairn/appliance/appliancetest"
 	"github.com/gin-gonic/gin"
 )
 
@@ -54,12 +54,7 @@ type env struct {
 // and never asks the machine's resolvers.
 func newAppliance(t *testing.T) *appliance.Appliance {
 	t.Helper()
-	a, err := appliance.New(context.Background(), appliance.Config{DataDir: t.TempDir(), DNSServers: []string{"127.0.0.1:1"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { a.Close() })
-	return a
+	return appliancetest.New(t, appliance.Config{})
 }
 
 // newEnv makes a UI over api (nil: a real appliance's handler).

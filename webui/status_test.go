@@ -1,9 +1,7 @@
 package webui
 
 import (
-	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -12,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	agentv1 "github.com/cairnbackup/cairn/api/agent/v1"
 	"github.com/cairnbackup/cairn/appliance"
+	"github.com/cairnbackup/cairn/appliance/appliancetest"
 	"github.com/cairnbackup/cairn/appliance/backup/backuptest"
 	"github.com/cairnbackup/cairn/internal/logtest"
 )
@@ -28,41 +26,16 @@ type servedEnv struct {
 
 func newServedEnv(t *testing.T) *servedEnv {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
 	a := newAppliance(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- a.Serve(ctx, ln, gln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	})
 	e := newEnv(t, a.Handler())
 	e.app = a
-	return &servedEnv{env: e, gw: gln.Addr().String()}
+	return &servedEnv{env: e, gw: appliancetest.ServeGateway(t, a)}
 }
 
 // connect starts an in-process agent with a token for agentID.
 func (s *servedEnv) connect(t *testing.T, agentID string) *backuptest.Agent {
 	t.Helper()
-	tok, err := s.app.Gateway().CreateAgentToken(context.Background(), agentID, "test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ag := backuptest.New(t)
-	ag.SetVolume("sda", backuptest.SparseImage(1<<20, agentv1.DefaultBlockSize, 3))
-	ag.Connect(t, s.gw, tok)
-	logtest.WaitFor(t, "agent connected", func() bool { _, err := s.app.Gateway().Client(agentID); return err == nil })
-	return ag
+	return appliancetest.ConnectAgent(t, s.app, s.gw, agentID, nil)
 }
 
 // pairInUI pairs a connected reverse-mode agent through the add-agent
