@@ -238,24 +238,51 @@ func isZero(b []byte) bool {
 
 var zeroBlock [64 << 10]byte
 
+// known is what the caller of put knows about a chunk already.
+type known struct {
+	sum digest // the chunk's SHA-256
+	// How it was received, when the caller has that: raw says the chunk
+	// did not compress (it is stored raw without trying again); frame,
+	// if not nil, is zstd data that decodes to the chunk.
+	raw   bool
+	frame []byte
+}
+
 // encode hashes and encodes one chunk into a record (header included). An
-// all-zero chunk is a hole and has no record.
-func (s *chunkStore) encode(data []byte, known *digest) (digest, []byte) {
+// all-zero chunk is a hole and has no record. k, if not nil, is what the
+// caller knows: the chunk is then neither hashed nor compressed again.
+func (s *chunkStore) encode(data []byte, k *known) (digest, []byte) {
 	if isZero(data) {
 		return digest{}, nil
 	}
 	var sum digest
-	if known != nil {
-		sum = *known
-	} else {
+	var rec []byte
+	switch {
+	case k == nil:
 		sum = sha256.Sum256(data)
-	}
-	rec := make([]byte, recordHeader+1, recordHeader+1+len(data)+16)
-	rec[recordHeader] = chunkZstd
-	rec = s.enc.EncodeAll(data, rec)
-	if len(rec) >= recordHeader+1+len(data) {
-		rec = append(rec[:recordHeader], chunkRaw)
+	case !k.raw && k.frame == nil:
+		sum = k.sum
+	case k.frame != nil && len(k.frame) < len(data):
+		sum = k.sum
+		rec = make([]byte, recordHeader+1, recordHeader+1+len(k.frame))
+		rec[recordHeader] = chunkZstd
+		rec = append(rec, k.frame...)
+	default:
+		// Raw, or a frame no smaller than the data (stored raw, as this
+		// store would have).
+		sum = k.sum
+		rec = make([]byte, recordHeader+1, recordHeader+1+len(data))
+		rec[recordHeader] = chunkRaw
 		rec = append(rec, data...)
+	}
+	if rec == nil {
+		rec = make([]byte, recordHeader+1, recordHeader+1+len(data)+16)
+		rec[recordHeader] = chunkZstd
+		rec = s.enc.EncodeAll(data, rec)
+		if len(rec) >= recordHeader+1+len(data) {
+			rec = append(rec[:recordHeader], chunkRaw)
+			rec = append(rec, data...)
+		}
 	}
 	copy(rec, sum[:])
 	binary.BigEndian.PutUint32(rec[sha256.Size:], uint32(len(rec)-recordHeader))
@@ -263,10 +290,10 @@ func (s *chunkStore) encode(data []byte, known *digest) (digest, []byte) {
 }
 
 // put stores a chunk and returns its entry. It is durable after the next
-// barrier. known, if not nil, is the SHA-256 of data, which the caller
-// has computed (put then does not hash data again).
-func (s *chunkStore) put(data []byte, known *digest) (entry, error) {
-	sum, rec := s.encode(data, known)
+// barrier. k, if not nil, is what the caller knows of data (see known):
+// its SHA-256, and how it is encoded.
+func (s *chunkStore) put(data []byte, k *known) (entry, error) {
+	sum, rec := s.encode(data, k)
 	if sum.isHole() {
 		return entry{}, nil
 	}
