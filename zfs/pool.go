@@ -117,6 +117,18 @@ type HashedWriter interface {
 	WriteAtHashed(b []byte, off int64, sum [32]byte) (int, error)
 }
 
+// EncodedWriter is implemented by an Image that stores blocks compressed
+// and can take a block in the form its caller received it in, so as not to
+// compress it again (the embedded pool). WriteAtEncoded is WriteAtHashed
+// for a caller that also has b encoded: frame, if not nil, is zstd data
+// that decodes to exactly b (one frame, as zstd's EncodeAll writes); nil
+// says b did not compress, and it is stored as it is. The caller must have
+// checked both, decoding frame itself and hashing what it decoded to: the
+// image stores frame as b's content. Others use WriteAtHashed or WriteAt.
+type EncodedWriter interface {
+	WriteAtEncoded(b []byte, off int64, sum [32]byte, frame []byte) (int, error)
+}
+
 // ImageReader reads one image of a snapshot.
 type ImageReader interface {
 	io.ReaderAt

@@ -1,6 +1,7 @@
 package backup
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -33,6 +34,8 @@ func TestFailedJobsLeaveNoPoint(t *testing.T) {
 			want  string
 		}{
 			{"bad hash", &backuptest.Fault{BadHashAt: 3}, "hash mismatch at block 2 of volume sda"},
+			{"frame of other data", &backuptest.Fault{BadFrameAt: 3}, "hash mismatch at block 2 of volume sda"},
+			{"corrupt frame", &backuptest.Fault{CorruptFrameAt: 3}, "volume sda: block 2 does not decompress"},
 			{"wrong manifest", &backuptest.Fault{WrongManifest: true}, "is not the manifest of the blocks the appliance holds"},
 			{"out of order", &backuptest.Fault{OutOfOrder: true}, "malformed stream: volume sda: "},
 			{"stream error", &backuptest.Fault{CutAfter: 2}, "the agent's snapshot went away"},
@@ -53,6 +56,14 @@ func TestFailedJobsLeaveNoPoint(t *testing.T) {
 					t.Errorf("snapshots %v, want only %s", ss, first.Snapshot)
 				}
 				f.assertPoint("db-1", first.Snapshot, good)
+				if c.fault.BadFrameAt != 0 {
+					// What the frame decodes to was not written.
+					bad := bytes.Clone(sda[2*bs : 3*bs])
+					bad[0] ^= 0xff
+					if got := f.liveBlock("db-1", "sda", 2); bytes.Equal(got, bad) {
+						t.Error("the live image holds the data of a frame that did not match its hash")
+					}
+				}
 			})
 		}
 		a.SetFault(nil)

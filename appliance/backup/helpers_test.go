@@ -363,3 +363,22 @@ func (f *fixture) snapshots(agentID string) []string {
 type agentv1BlockHash = agentv1.BlockHash
 
 func timeoutC() <-chan time.Time { return time.After(waitTimeout) }
+
+// liveBlock reads block i of a volume's live image.
+func (f *fixture) liveBlock(agentID, vol string, i int64) []byte {
+	f.t.Helper()
+	ds, err := zfs.AgentDataset(f.pool.Root(), agentID)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	img, err := f.pool.OpenImage(context.Background(), ds, ImageName(vol))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer img.Close()
+	b := make([]byte, bs)
+	if _, err := img.ReadAt(b, i*bs); err != nil {
+		f.t.Fatal(err)
+	}
+	return b
+}

@@ -539,6 +539,7 @@ func (b *run) blocks(ctx context.Context, v *volume, blocks []*agentv1.Block, d 
 		}
 		data := raw[:n]
 		zero := false
+		var frame []byte // the block as the agent compressed it
 		switch blk.GetEncoding() {
 		case agentv1.Block_ENCODING_RAW:
 			if sl != n {
@@ -550,7 +551,7 @@ func (b *run) blocks(ctx context.Context, v *volume, blocks []*agentv1.Block, d 
 			if err != nil || len(out) != n {
 				return fmt.Errorf("volume %s: block %d does not decompress to %d bytes: %v", v.id, i, n, err)
 			}
-			data = out
+			data, frame = out, stored[:sl]
 		case agentv1.Block_ENCODING_ZERO:
 			if sl != 0 {
 				return fmt.Errorf("malformed stream: volume %s: zero block %d with %d bytes of data", v.id, i, sl)
@@ -578,7 +579,7 @@ func (b *run) blocks(ctx context.Context, v *volume, blocks []*agentv1.Block, d 
 			if zero {
 				clear(data)
 			}
-			if err := b.write(ctx, v, i, data, h); err != nil {
+			if err := b.write(ctx, v, i, data, h, !zero, frame); err != nil {
 				return err
 			}
 		}
@@ -642,8 +643,10 @@ func (v *volume) flushHashes(force bool) error {
 }
 
 // write writes one block, first extending the image's dirty record if
-// the block is beyond it.
-func (b *run) write(ctx context.Context, v *volume, i int64, data []byte, sum [agentv1.HashSize]byte) error {
+// the block is beyond it. sum is data's hash, checked; when encoded, the
+// agent sent the block as frame (zstd that decoded to data, checked) or,
+// when frame is nil, raw because it did not compress.
+func (b *run) write(ctx context.Context, v *volume, i int64, data []byte, sum [agentv1.HashSize]byte, encoded bool, frame []byte) error {
 	if i >= v.mark {
 		mark := min(v.blocks, (i/markStep+1)*markStep)
 		err := b.r.cat.Update(ctx, func(tx *catalog.Tx) error {
@@ -655,10 +658,13 @@ func (b *run) write(ctx context.Context, v *volume, i int64, data []byte, sum [a
 		}
 		v.mark = mark
 	}
+	// The block's hash was checked against its data, and its frame
+	// decoded to that data: the embedded pool need not hash or compress
+	// it again.
 	var err error
-	if hw, ok := v.img.(zfs.HashedWriter); ok {
-		// The block's hash was checked against its data: the embedded
-		// pool need not hash it again.
+	if ew, ok := v.img.(zfs.EncodedWriter); ok && encoded {
+		_, err = ew.WriteAtEncoded(data, i*int64(b.bs), sum, frame)
+	} else if hw, ok := v.img.(zfs.HashedWriter); ok {
 		_, err = hw.WriteAtHashed(data, i*int64(b.bs), sum)
 	} else {
 		_, err = v.img.WriteAt(data, i*int64(b.bs))

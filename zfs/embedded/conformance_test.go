@@ -25,3 +25,13 @@ func newPool(t *testing.T) *embedded.Pool {
 func TestConformance(t *testing.T) {
 	zfstest.Run(t, func(t *testing.T) zfs.Pool { return newPool(t) })
 }
+
+// TestConformanceBuffered runs the suite with packs written through the
+// page cache, as where O_DIRECT is refused.
+func TestConformanceBuffered(t *testing.T) {
+	zfstest.Run(t, func(t *testing.T) zfs.Pool {
+		p := newPool(t)
+		embedded.WriteBuffered(p)
+		return p
+	})
+}

@@ -215,17 +215,17 @@ func (s *chunkStore) compact(id uint32, marked map[digest]struct{}) (int64, erro
 		if err != nil {
 			return moved, err
 		}
-		rec := make([]byte, recordHeader, recordHeader+len(raw))
-		copy(rec, r.sum[:])
-		binary.BigEndian.PutUint32(rec[sha256.Size:], r.n)
-		rec = append(rec, raw...)
+		hdr := make([]byte, recordHeader)
+		copy(hdr, r.sum[:])
+		binary.BigEndian.PutUint32(hdr[sha256.Size:], r.n)
+		n := int64(len(hdr) + len(raw))
 		s.mu.Lock()
-		p, off, err := s.reserve(int64(len(rec)))
+		p, off, err := s.reserve(n)
 		s.mu.Unlock()
 		if err != nil {
 			return moved, err
 		}
-		_, err = p.f.WriteAt(rec, off)
+		err = s.writeRecord(p, off, hdr, raw)
 		if err == nil {
 			s.mu.Lock()
 			if l, ok := s.locs[r.sum]; ok && l.pack == id {
@@ -233,8 +233,8 @@ func (s *chunkStore) compact(id uint32, marked map[digest]struct{}) (int64, erro
 				p.toc = append(p.toc, tocRec{sum: r.sum, off: off, n: r.n})
 			}
 			s.mu.Unlock()
-			s.bytesWritten.Add(int64(len(rec)))
-			moved += int64(len(rec))
+			s.bytesWritten.Add(n)
+			moved += n
 		}
 		p.writers.Done()
 		if err != nil {

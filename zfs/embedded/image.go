@@ -1,6 +1,7 @@
 package embedded
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -27,12 +28,13 @@ type head struct {
 	mu    sync.RWMutex
 	ix    *index
 	dirty map[int64][]byte // chunk number → its new full content
-	// sums are the SHA-256 digests of dirty chunks written whole by
-	// writeHashed, so that flushing does not hash them again.
-	sums       map[int64]digest
-	dirtyBytes int64
-	changed    bool // ix differs from the index file
-	refs       int  // open handles; guarded by p.mu
+	// known says what the writer knew of dirty chunks written whole by
+	// writeHashed or writeEncoded (their SHA-256, how they were encoded),
+	// so that flushing does not hash or compress them again.
+	known      map[int64]*known
+	dirtyBytes int64 // of dirty chunks and the frames in known
+	changed    bool  // ix differs from the index file
+	refs       int   // open handles; guarded by p.mu
 }
 
 // CreateImage creates an all-zero image.
@@ -93,7 +95,7 @@ func (p *Pool) OpenImage(ctx context.Context, ds zfs.DatasetName, image string) 
 		if err != nil {
 			return nil, &zfs.Error{Op: "open image", Name: what, Err: err}
 		}
-		h = &head{p: p, path: path, ix: ix, dirty: make(map[int64][]byte), sums: make(map[int64]digest)}
+		h = &head{p: p, path: path, ix: ix, dirty: make(map[int64][]byte), known: make(map[int64]*known)}
 		p.heads[path] = h
 	}
 	h.refs++
@@ -173,10 +175,11 @@ func (h *head) writeAt(b []byte, off int64) (int, error) {
 	return n, nil
 }
 
-// writeHashed is writeAt for a caller that knows the SHA-256 of b: when b
-// is exactly one chunk, flushing uses sum rather than hashing the chunk
-// again. The caller must be sure of sum: a chunk is stored under it.
-func (h *head) writeHashed(b []byte, off int64, sum digest) (int, error) {
+// writeHashed is writeAt for a caller that knows what b is (k: its
+// SHA-256, and maybe its encoding): when b is exactly one chunk, flushing
+// uses k rather than hashing and compressing the chunk again. The caller
+// must be sure of k: a chunk is stored under k.sum, as k says.
+func (h *head) writeHashed(b []byte, off int64, k *known) (int, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	n, err := h.writeLocked(b, off)
@@ -184,7 +187,11 @@ func (h *head) writeHashed(b []byte, off int64, sum digest) (int, error) {
 		return n, err
 	}
 	if cs := h.ix.chunkSize; off%cs == 0 && int64(len(b)) == h.ix.chunkLen(off/cs) {
-		h.sums[off/cs] = sum
+		if k.frame != nil {
+			k.frame = bytes.Clone(k.frame) // the caller's buffer is reused
+			h.dirtyBytes += int64(len(k.frame))
+		}
+		h.known[off/cs] = k
 	}
 	h.flushIfFull()
 	return n, nil
@@ -216,9 +223,17 @@ func (h *head) writeLocked(b []byte, off int64) (int, error) {
 			h.dirtyBytes += clen
 		}
 		n += copy(buf[within:], b[n:])
-		delete(h.sums, i) // the chunk's content is no longer what a sum said
+		h.forget(i) // the chunk's content is no longer what was known
 	}
 	return len(b), nil
+}
+
+// forget drops what was known of dirty chunk i. The caller holds h.mu.
+func (h *head) forget(i int64) {
+	if k := h.known[i]; k != nil {
+		h.dirtyBytes -= int64(len(k.frame))
+		delete(h.known, i)
+	}
 }
 
 // flushIfFull stores the dirty chunks once they take maxDirty. On failure
@@ -252,11 +267,7 @@ func (h *head) flushLocked() error {
 		go func() {
 			defer wg.Done()
 			for k := next.Add(1) - 1; k < int64(len(nums)); k = next.Add(1) - 1 {
-				var known *digest
-				if sum, ok := h.sums[nums[k]]; ok {
-					known = &sum
-				}
-				entries[k], errs[k] = h.p.chunks.put(h.dirty[nums[k]], known)
+				entries[k], errs[k] = h.p.chunks.put(h.dirty[nums[k]], h.known[nums[k]])
 			}
 		}()
 	}
@@ -271,7 +282,7 @@ func (h *head) flushLocked() error {
 		h.dirtyBytes -= int64(len(h.dirty[i]))
 		putBuf(h.dirty[i])
 		delete(h.dirty, i)
-		delete(h.sums, i)
+		h.forget(i)
 		h.changed = true
 	}
 	return first
@@ -400,10 +411,22 @@ func (im *liveImage) WriteAt(b []byte, off int64) (int, error) {
 // b (zfs.HashedWriter): a write of exactly one chunk (64 KiB, aligned) is
 // stored without hashing it again.
 func (im *liveImage) WriteAtHashed(b []byte, off int64, sum [32]byte) (int, error) {
+	return im.writeKnown(b, off, &known{sum: digest(sum)})
+}
+
+// WriteAtEncoded is WriteAtHashed for a caller that has b encoded too
+// (zfs.EncodedWriter): a write of exactly one chunk is stored as frame (a
+// zstd frame that decodes to b) when it is smaller than b, else raw,
+// without hashing or compressing it again.
+func (im *liveImage) WriteAtEncoded(b []byte, off int64, sum [32]byte, frame []byte) (int, error) {
+	return im.writeKnown(b, off, &known{sum: digest(sum), raw: frame == nil, frame: frame})
+}
+
+func (im *liveImage) writeKnown(b []byte, off int64, k *known) (int, error) {
 	if im.closed.Load() {
 		return 0, &zfs.Error{Op: "write", Name: im.name, Err: zfs.ErrClosed}
 	}
-	n, err := im.h.writeHashed(b, off, digest(sum))
+	n, err := im.h.writeHashed(b, off, k)
 	if err != nil {
 		err = &zfs.Error{Op: "write", Name: im.name, Err: err}
 	}

@@ -60,9 +60,19 @@ type loc struct {
 type pack struct {
 	id      uint32
 	f       *os.File // open for writing while unsealed
+	d       *os.File // f opened with O_DIRECT, or nil (see segments.go)
 	size    int64    // bytes reserved
 	toc     []tocRec // records that the locs map points at
 	writers sync.WaitGroup
+
+	// Staged segments, when written with O_DIRECT (segs not nil).
+	flushMu  sync.Mutex // one flushSegs at a time
+	mu       sync.Mutex
+	cond     sync.Cond          // on mu: a segment write ended
+	segs     map[int64]*segment // by number (offset / segSize), until written
+	closed   bool               // takes no more reservations
+	inflight int                // segment writes
+	padded   bool               // the file extends past size
 }
 
 type tocRec struct {
@@ -90,6 +100,13 @@ type chunkStore struct {
 	fdMu sync.RWMutex
 	fds  map[uint32]*os.File // read handles
 
+	writing    map[uint32]*pack // packs not sealed yet, by id; guarded by mu
+	noDirect   atomic.Bool      // O_DIRECT was refused: write through the page cache
+	failedSegs atomic.Int64     // staged segments whose last write failed
+	segSem     chan struct{}    // segment writes in flight
+	segMu      sync.Mutex
+	segFree    [][]byte // segment buffers for reuse
+
 	bytesWritten atomic.Int64 // bytes written to disk, for measurement
 }
 
@@ -109,6 +126,7 @@ func openChunkStore(dir string) (*chunkStore, error) {
 	s := &chunkStore{
 		dir: dir, enc: enc, dec: dec,
 		locs: make(map[digest]loc), sealed: make(map[uint32][]tocRec), fds: make(map[uint32]*os.File),
+		writing: make(map[uint32]*pack), segSem: make(chan struct{}, maxSegWrites),
 	}
 	if err := s.load(); err != nil {
 		s.close()
@@ -218,11 +236,18 @@ func (s *chunkStore) close() error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, p := range append(s.unsealed, s.cur) {
-		if p != nil {
-			errs = append(errs, p.f.Close())
+	for _, p := range s.writing {
+		p.mu.Lock()
+		for p.inflight > 0 {
+			p.cond.Wait()
+		}
+		p.mu.Unlock()
+		errs = append(errs, p.f.Close())
+		if p.d != nil {
+			errs = append(errs, p.d.Close())
 		}
 	}
+	clear(s.writing)
 	return errors.Join(errs...)
 }
 
@@ -238,52 +263,82 @@ func isZero(b []byte) bool {
 
 var zeroBlock [64 << 10]byte
 
-// encode hashes and encodes one chunk into a record (header included). An
-// all-zero chunk is a hole and has no record.
-func (s *chunkStore) encode(data []byte, known *digest) (digest, []byte) {
+// known is what the caller of put knows about a chunk already.
+type known struct {
+	sum digest // the chunk's SHA-256
+	// How it was received, when the caller has that: raw says the chunk
+	// did not compress (it is stored raw without trying again); frame,
+	// if not nil, is zstd data that decodes to the chunk.
+	raw   bool
+	frame []byte
+}
+
+// encode hashes and encodes one chunk: its record is hdr (the header and
+// the encoding byte) then body. An all-zero chunk is a hole and has no
+// record. k, if not nil, is what the caller knows: the chunk is then not
+// hashed again, nor compressed again when k says how it is encoded.
+func (s *chunkStore) encode(data []byte, k *known) (sum digest, hdr, body []byte) {
 	if isZero(data) {
-		return digest{}, nil
+		return digest{}, nil, nil
 	}
-	var sum digest
-	if known != nil {
-		sum = *known
-	} else {
+	hdr = make([]byte, recordHeader+1)
+	switch {
+	case k == nil:
 		sum = sha256.Sum256(data)
+	case !k.raw && k.frame == nil:
+		sum = k.sum
+	case k.frame != nil && len(k.frame) < len(data):
+		sum, hdr[recordHeader], body = k.sum, chunkZstd, k.frame
+	default:
+		// Raw, or a frame no smaller than the data (stored raw, as this
+		// store would have).
+		sum, hdr[recordHeader], body = k.sum, chunkRaw, data
 	}
-	rec := make([]byte, recordHeader+1, recordHeader+1+len(data)+16)
-	rec[recordHeader] = chunkZstd
-	rec = s.enc.EncodeAll(data, rec)
-	if len(rec) >= recordHeader+1+len(data) {
-		rec = append(rec[:recordHeader], chunkRaw)
-		rec = append(rec, data...)
+	if body == nil {
+		rec := make([]byte, recordHeader+1, recordHeader+1+len(data)+16)
+		rec = s.enc.EncodeAll(data, rec)
+		if len(rec) >= recordHeader+1+len(data) {
+			hdr[recordHeader], body = chunkRaw, data
+		} else {
+			hdr, body = rec[:recordHeader+1], rec[recordHeader+1:]
+			hdr[recordHeader] = chunkZstd
+		}
 	}
-	copy(rec, sum[:])
-	binary.BigEndian.PutUint32(rec[sha256.Size:], uint32(len(rec)-recordHeader))
-	return sum, rec
+	copy(hdr, sum[:])
+	binary.BigEndian.PutUint32(hdr[sha256.Size:], uint32(1+len(body)))
+	return sum, hdr, body
 }
 
 // put stores a chunk and returns its entry. It is durable after the next
-// barrier. known, if not nil, is the SHA-256 of data, which the caller
-// has computed (put then does not hash data again).
-func (s *chunkStore) put(data []byte, known *digest) (entry, error) {
-	sum, rec := s.encode(data, known)
+// barrier. k, if not nil, is what the caller knows of data (see known):
+// its SHA-256, and how it is encoded.
+func (s *chunkStore) put(data []byte, k *known) (entry, error) {
+	sum, hdr, body := s.encode(data, k)
 	if sum.isHole() {
 		return entry{}, nil
 	}
-	return s.putRecord(sum, rec)
+	return s.putRecord(sum, hdr, body)
 }
 
 // putEncoded stores a chunk already encoded (encoding byte and data) whose
 // digest the caller has checked.
 func (s *chunkStore) putEncoded(sum digest, enc []byte) (entry, error) {
-	rec := make([]byte, recordHeader, recordHeader+len(enc))
-	copy(rec, sum[:])
-	binary.BigEndian.PutUint32(rec[sha256.Size:], uint32(len(enc)))
-	return s.putRecord(sum, append(rec, enc...))
+	hdr := make([]byte, recordHeader)
+	copy(hdr, sum[:])
+	binary.BigEndian.PutUint32(hdr[sha256.Size:], uint32(len(enc)))
+	return s.putRecord(sum, hdr, enc)
 }
 
-func (s *chunkStore) putRecord(sum digest, rec []byte) (entry, error) {
-	e := entry{sum: sum, stored: uint32(len(rec) - recordHeader)}
+// putRecord stores the record hdr+body of chunk sum, unless the chunk is
+// stored already.
+func (s *chunkStore) putRecord(sum digest, hdr, body []byte) (entry, error) {
+	n := len(hdr) + len(body)
+	e := entry{sum: sum, stored: uint32(n - recordHeader)}
+	if s.failedSegs.Load() > 0 {
+		if err := s.retrySegs(); err != nil {
+			return entry{}, fmt.Errorf("write chunk: %w", err)
+		}
+	}
 	s.mu.Lock()
 	if s.gc != nil {
 		s.gc.used[sum] = struct{}{}
@@ -292,16 +347,16 @@ func (s *chunkStore) putRecord(sum digest, rec []byte) (entry, error) {
 		s.mu.Unlock()
 		return e, nil
 	}
-	p, off, err := s.reserve(int64(len(rec)))
+	p, off, err := s.reserve(int64(n))
 	s.mu.Unlock()
 	if err != nil {
 		return entry{}, err
 	}
-	defer p.writers.Done()
-	if _, err := p.f.WriteAt(rec, off); err != nil {
+	defer p.writers.Done() // after the record is in p.toc, which seal reads after waiting
+	if err := s.writeRecord(p, off, hdr, body); err != nil {
 		return entry{}, fmt.Errorf("write chunk: %w", err)
 	}
-	s.bytesWritten.Add(int64(len(rec)))
+	s.bytesWritten.Add(int64(n))
 	s.mu.Lock()
 	if _, ok := s.locs[sum]; !ok { // else another writer stored it first; ours is garbage
 		s.locs[sum] = loc{pack: p.id, off: off, n: e.stored}
@@ -324,7 +379,9 @@ func (s *chunkStore) reserve(n int64) (*pack, int64, error) {
 		// for. Only a hint: sealing syncs again.
 		go func() {
 			full.writers.Wait()
-			_ = full.f.Sync()
+			if s.flushSegs(full) == nil {
+				_ = full.f.Sync()
+			}
 		}()
 	}
 	if s.cur == nil {
@@ -334,12 +391,25 @@ func (s *chunkStore) reserve(n int64) (*pack, int64, error) {
 			return nil, 0, fmt.Errorf("new pack: %w", err)
 		}
 		s.nextID++
-		s.cur = &pack{id: id, f: f}
+		p := &pack{id: id, f: f}
+		if !s.noDirect.Load() {
+			if d, err := openDirect(s.packPath(id, ".pack")); err == nil {
+				p.d, p.segs = d, make(map[int64]*segment)
+				p.cond.L = &p.mu
+			} else {
+				s.noDirect.Store(true) // refused (EINVAL: tmpfs on old kernels, FUSE…; not Linux)
+			}
+		}
+		s.cur = p
+		s.writing[id] = p
 	}
 	p := s.cur
 	off := p.size
 	p.size += n
 	p.writers.Add(1)
+	if p.segs != nil {
+		s.stage(p, off, n)
+	}
 	return p, off, nil
 }
 
@@ -407,6 +477,9 @@ func (s *chunkStore) barrier() error {
 
 func (s *chunkStore) seal(p *pack) error {
 	p.writers.Wait()
+	if err := s.flushSegs(p); err != nil {
+		return err
+	}
 	if err := p.f.Sync(); err != nil {
 		return fmt.Errorf("sync pack: %w", err)
 	}
@@ -424,8 +497,13 @@ func (s *chunkStore) seal(p *pack) error {
 	s.bytesWritten.Add(int64(len(b)))
 	s.mu.Lock()
 	s.sealed[p.id] = recs
+	delete(s.writing, p.id)
 	s.mu.Unlock()
-	return p.f.Close()
+	err := p.f.Close()
+	if p.d != nil {
+		err = errors.Join(err, p.d.Close())
+	}
+	return err
 }
 
 // writeSynced writes a new file and fsyncs it.
@@ -464,22 +542,39 @@ func (s *chunkStore) readRaw(d digest) ([]byte, error) {
 // pread reads a record's stored bytes and checks its header.
 func (s *chunkStore) pread(l loc) ([]byte, error) {
 	buf := make([]byte, recordHeader+int(l.n))
+	s.mu.Lock()
+	p := s.writing[l.pack]
+	s.mu.Unlock()
+	if p != nil && p.segs != nil {
+		// Not sealed: what is not on disk yet is in memory.
+		for _, r := range p.readStaged(buf, l.off) {
+			if err := s.preadFile(l.pack, buf[r[0]-l.off:r[1]-l.off], r[0]); err != nil {
+				return checkRecord(nil, err)
+			}
+		}
+		return checkRecord(buf, nil)
+	}
+	return checkRecord(buf, s.preadFile(l.pack, buf, l.off))
+}
+
+// preadFile reads pack id's file at off into buf.
+func (s *chunkStore) preadFile(id uint32, buf []byte, off int64) error {
 	s.fdMu.RLock()
-	f := s.fds[l.pack]
+	f := s.fds[id]
 	if f != nil {
-		_, err := f.ReadAt(buf, l.off)
+		_, err := f.ReadAt(buf, off)
 		s.fdMu.RUnlock()
-		return checkRecord(buf, err)
+		return err
 	}
 	s.fdMu.RUnlock()
-	f, err := s.openPack(l.pack)
+	f, err := s.openPack(id)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	s.fdMu.RLock()
-	_, err = f.ReadAt(buf, l.off)
+	_, err = f.ReadAt(buf, off)
 	s.fdMu.RUnlock()
-	return checkRecord(buf, err)
+	return err
 }
 
 func checkRecord(buf []byte, err error) ([]byte, error) {

@@ -33,6 +33,12 @@ type Fault struct {
 	// BadHashAt sends a wrong hash for the block of that index (+1:
 	// 0 means none).
 	BadHashAt int64
+	// BadFrameAt sends the block of that index (+1) zstd-compressed
+	// with one byte changed, under the hash of the block as it is.
+	BadFrameAt int64
+	// CorruptFrameAt sends bytes that are no zstd frame as the block of
+	// that index (+1), said to be zstd-compressed.
+	CorruptFrameAt int64
 	// WrongManifest sends a wrong manifest at each volume's end.
 	WrongManifest bool
 	// OutOfOrder swaps the first two blocks of a message with several.
@@ -287,6 +293,18 @@ func (a *Agent) Backup(req *agentv1.BackupRequest, st grpc.ServerStreamingServer
 			}
 			b := &agentv1.Block{Index: uint64(i), Hash: bytes.Clone(h[:]), Length: uint32(len(blk))}
 			switch {
+			case f.BadFrameAt == i+1:
+				bad := bytes.Clone(blk)
+				bad[0] ^= 0xff
+				b.Encoding = agentv1.Block_ENCODING_ZSTD
+				c := enc.EncodeAll(bad, nil)
+				b.StoredLength = uint32(len(c))
+				msg.Data = append(msg.Data, c...)
+			case f.CorruptFrameAt == i+1:
+				b.Encoding = agentv1.Block_ENCODING_ZSTD
+				c := bytes.Repeat([]byte("not zstd"), 100)
+				b.StoredLength = uint32(len(c))
+				msg.Data = append(msg.Data, c...)
 			case agentv1.IsZero(blk):
 				b.Encoding = agentv1.Block_ENCODING_ZERO
 			case i%2 == 0:
