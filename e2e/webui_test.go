@@ -1,9 +1,6 @@
 package e2e
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -31,7 +28,7 @@ func TestWebUIFirstRecoveryPoint(t *testing.T) {
 	dir := t.TempDir()
 	image := filepath.Join(dir, "disk.img")
 	makeImage(t, image, 256<<20, 0.5, 7)
-	want := fileSHA256(t, image)
+	want := fileHash(t, image)
 	hosts := filepath.Join(dir, "hosts")
 	if err := os.WriteFile(hosts, []byte("127.0.0.1 localhost\n127.0.0.1 office-pc.lan office-pc\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -131,26 +128,12 @@ func TestWebUIFirstRecoveryPoint(t *testing.T) {
 	}
 	b.Shot("e2e-10-recovery-point")
 	got := b.Download(t.TempDir(), chromedp.Click(css(`#records a[download]`)))
-	if h := fileSHA256(t, got); h != want {
+	if h := fileHash(t, got); h != want {
 		t.Fatalf("downloaded recovery point: SHA-256 %s, the image's %s", h, want)
 	}
 	b.Do("dashboard", chromedp.Navigate(app.url+"/"), chromedp.WaitVisible(css(`#agents a[href="/agents/office-pc"]`)))
 	b.Shot("e2e-11-dashboard")
 	b.CheckConsole()
-}
-
-func fileSHA256(t testing.TB, path string) string {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(h.Sum(nil))
 }
 
 // sameFingerprint compares fingerprints without white space (the page may

@@ -274,7 +274,7 @@ func newJobRow(j jobView) jobRow {
 	}
 	r.Read = size(pr.BytesDone)
 	if pr.BytesTotal > 0 {
-		r.Percent = min(100, max(0, pr.BytesDone*100/pr.BytesTotal))
+		r.Percent = int64(percent(pr.BytesDone, pr.BytesTotal))
 		r.Read = fmt.Sprintf("%s of %s (%d%%)", size(pr.BytesDone), size(pr.BytesTotal), r.Percent)
 	}
 	if pr.Rate > 0 {

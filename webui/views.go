@@ -60,12 +60,7 @@ type backupSummary struct {
 }
 
 // Percent is how far a running backup has read, 0 to 100.
-func (b backupSummary) Percent() int {
-	if b.BytesTotal <= 0 {
-		return 0
-	}
-	return int(min(100, b.BytesDone*100/b.BytesTotal))
-}
+func (b backupSummary) Percent() int { return percent(b.BytesDone, b.BytesTotal) }
 
 // storageView is GET /api/v1/storage.
 type storageView struct {
@@ -77,11 +72,14 @@ type storageView struct {
 }
 
 // Percent is the share of the pool in use, 0 to 100.
-func (s storageView) Percent() int {
-	if s.TotalBytes <= 0 {
+func (s storageView) Percent() int { return percent(s.UsedBytes, s.TotalBytes) }
+
+// percent is part of whole, 0 to 100 (0 for no whole).
+func percent(part, whole int64) int {
+	if whole <= 0 {
 		return 0
 	}
-	return int(min(100, s.UsedBytes*100/s.TotalBytes))
+	return int(max(0, min(100, part*100/whole)))
 }
 
 // setupTokenView is a setup token in GET /api/setup-tokens.
