@@ -82,14 +82,31 @@ func BenchmarkBackup(b *testing.B) {
 		resticFull := time.Duration(median(theirs) * float64(time.Second))
 		ratio := median(ratios)
 
-		changed := changeImage(b, e.image, int(size/imageBlock/20), false, 43)
-		// The incremental against a plain read, both from the disk (as
-		// a backup of a real volume reads it: the page cache dropped
-		// before each), and both from the page cache.
-		dropCaches(b)
-		readCold := plainRead(b, e.image)
-		dropCaches(b)
-		inc, incCold := timedBackup(e)
+		// Incrementals: each round changes another 5% and times the
+		// incremental against a plain read, both from the disk (as a
+		// backup of a real volume reads it: the page cache dropped
+		// before each); the median of the rounds' ratios is reported,
+		// and the largest sent/changed.
+		var incs, reads, incRatios []float64
+		var sentRatio float64
+		var inc job
+		var changed int64
+		for r := range rounds {
+			changed = changeImage(b, e.image, int(size/imageBlock/20), false, uint64(43+r))
+			dropCaches(b)
+			read := plainRead(b, e.image)
+			dropCaches(b)
+			var took time.Duration
+			inc, took = timedBackup(e)
+			b.Logf("round %d: 5%% incremental %.2f s, plain read %.2f s: %.2f×", r, took.Seconds(), read.Seconds(), took.Seconds()/read.Seconds())
+			incs, reads = append(incs, took.Seconds()), append(reads, read.Seconds())
+			incRatios = append(incRatios, took.Seconds()/read.Seconds())
+			sentRatio = max(sentRatio, float64(inc.Progress.BytesSent)/float64(changed))
+		}
+		incCold := time.Duration(median(incs) * float64(time.Second))
+		readCold := time.Duration(median(reads) * float64(time.Second))
+		incRatio := median(incRatios)
+		// Then both from the page cache, nothing changed.
 		readWarm := plainRead(b, e.image)
 		_, incWarm := timedBackup(e)
 		resticInc := runRestic(b, restic, resticRepo, "backup", "--stdin", "--stdin-filename", "disk.img", "<", e.image)
@@ -100,20 +117,20 @@ func BenchmarkBackup(b *testing.B) {
 			{fmt.Sprintf("full backup (median of %d rounds)", rounds), fmt.Sprintf("%.0f MB/s (%.1f s)", mbps(fullTime), fullTime.Seconds()),
 				fmt.Sprintf("restic %.0f MB/s (%.1f s); ratio %.2f× (rounds: %s)", mbps(resticFull), resticFull.Seconds(), ratio, joinRatios(ratios)),
 				"≥ 300 MB/s, ≥ 2× restic"},
-			{"incremental, 5% changed, from disk", fmt.Sprintf("%.2f s", incCold.Seconds()),
-				fmt.Sprintf("plain read %.2f s: %.2f×", readCold.Seconds(), incCold.Seconds()/readCold.Seconds()),
+			{fmt.Sprintf("incremental, 5%% changed, from disk (median of %d rounds)", rounds), fmt.Sprintf("%.2f s", incCold.Seconds()),
+				fmt.Sprintf("plain read %.2f s; ratio %.2f× (rounds: %s)", readCold.Seconds(), incRatio, joinRatios(incRatios)),
 				"≤ 1.3× plain read"},
 			{"incremental, nothing changed, from the page cache", fmt.Sprintf("%.2f s", incWarm.Seconds()),
 				fmt.Sprintf("plain read %.2f s: %.2f×; restic incremental (5%%) %.1f s", readWarm.Seconds(), incWarm.Seconds()/readWarm.Seconds(), resticInc.Seconds()),
 				""},
-			{"incremental bytes sent", fmt.Sprintf("%d", inc.Progress.BytesSent),
-				fmt.Sprintf("changed %d: %.3f×", changed, float64(inc.Progress.BytesSent)/float64(changed)), "≤ 1.05× changed"},
+			{"incremental bytes sent (last round)", fmt.Sprintf("%d", inc.Progress.BytesSent),
+				fmt.Sprintf("changed %d; largest ratio of the rounds %.3f×", changed, sentRatio), "≤ 1.05× changed"},
 			{"agent peak RSS", fmt.Sprintf("%.1f MiB", float64(rss)/(1<<20)), "", "≤ 64 MiB"},
 		}
 		b.ReportMetric(mbps(fullTime), "full-MB/s")
 		b.ReportMetric(ratio, "x-restic")
-		b.ReportMetric(incCold.Seconds()/readCold.Seconds(), "inc/read")
-		b.ReportMetric(float64(inc.Progress.BytesSent)/float64(changed), "sent/changed")
+		b.ReportMetric(incRatio, "inc/read")
+		b.ReportMetric(sentRatio, "sent/changed")
 		b.ReportMetric(float64(rss)/(1<<20), "agent-RSS-MiB")
 		writeResults(b, size, rows)
 	}
