@@ -2,14 +2,13 @@ package webui
 
 import (
 	"fmt"
-	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/cairnbackup/cairn/appliance"
 	"github.com/cairnbackup/cairn/internal/browsertest"
 	"github.com/chromedp/chromedp"
 )
@@ -23,19 +22,12 @@ import (
 func TestBrowser(t *testing.T) {
 	br := browsertest.Start(t, filepath.Join("testdata", "screenshots"), 90*time.Second)
 	ctx, do, shot := br.Ctx, br.Do, br.Shot
-	// A real appliance, and one pairing (42) whose Connect and Inspect
-	// data need a real agent: it runs until done is set.
-	var done atomic.Bool
-	api := stubAPI{next: newAppliance(t).Handler(), routes: map[string]http.HandlerFunc{
-		"GET /api/v1/pairings/42": func(w http.ResponseWriter, r *http.Request) {
-			state, dataset := "running", "running"
-			if done.Load() {
-				state, dataset = "done", "ok"
-			}
-			jsonAnswer(strings.Replace(pairingAnswer(state, dataset), `"id": 7`, `"id": 42`, 1))(w, r)
-		},
-	}}
-	e := newEnv(t, api)
+	// A real appliance with a real agent connected in reverse mode,
+	// whose pairing stays in its Inspect step until hold is closed.
+	e := newServedEnv(t)
+	ag := e.connect(t, "web01")
+	hold := make(chan struct{})
+	ag.HoldInspect(hold)
 	srv := httptest.NewServer(e.h)
 	defer srv.Close()
 	type css = chromedp.CSS
@@ -85,12 +77,17 @@ func TestBrowser(t *testing.T) {
 	}
 	// The live view: htmx polls the steps and swaps them in place when
 	// the pairing ends, without reloading the page.
-	do("pairing running",
-		chromedp.Navigate(srv.URL+"/pairings/42"),
+	do("pair the reverse-mode agent",
+		chromedp.Navigate(srv.URL+"/agents/new"),
+		chromedp.SetValue(css(`#f-reverse`), "web01"),
+		chromedp.SendKeys(css(`#f-product_key`), appliance.DemoProductKey),
+		chromedp.Submit(css(`#f-product_key`)),
 		chromedp.WaitVisible(css(`#steps[hx-trigger="every 1s"]`)),
-		chromedp.Evaluate[chromedp.Void](`window.cairnMarker = "same page"`))
+		chromedp.Evaluate[chromedp.Void](`window.cairnMarker = "same page"`),
+		// htmx swaps in the steps done so far while Inspect waits.
+		chromedp.WaitVisible(css(`#steps[hx-trigger="every 1s"] li.step-ok`)))
 	shot("pairing-running")
-	done.Store(true)
+	close(hold)
 	do("pairing done", chromedp.WaitVisible(css(`#steps a[href="/agents/web01/settings"]`)))
 	marker, err := chromedp.Run(ctx, chromedp.Evaluate[string](`window.cairnMarker || "reloaded"`))
 	if err != nil || marker != "same page" {

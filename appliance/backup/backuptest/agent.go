@@ -12,6 +12,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	mrand "math/rand/v2"
+	"runtime"
 	"strconv"
 	"sync"
 	"testing"
@@ -74,6 +75,9 @@ type Agent struct {
 	requests []*agentv1.BackupRequest
 	running  int
 	maxRun   int
+	// holdInspect, if set, is waited on (or the call's end) by
+	// ListWriters: a pairing stays in its Inspect step until it closes.
+	holdInspect chan struct{}
 	// Started is sent the job ID of each Backup call as it starts, if
 	// not full (capacity 64).
 	Started chan string
@@ -137,7 +141,7 @@ func (a *Agent) ForgetBaseline() {
 
 // Hello answers the gateway.
 func (a *Agent) Hello(context.Context, *agentv1.HelloRequest) (*agentv1.HelloResponse, error) {
-	return &agentv1.HelloResponse{Fingerprint: a.ID.Fingerprint().String(), Hostname: "test-agent",
+	return &agentv1.HelloResponse{Fingerprint: a.ID.Fingerprint().String(), Hostname: "test-agent", Os: runtime.GOOS,
 		ProtocolVersion: agentv1.ProtocolVersion, AgentVersion: "test", SnapshotProvider: "image"}, nil
 }
 
@@ -162,9 +166,27 @@ func (a *Agent) ListVolumes(context.Context, *agentv1.ListVolumesRequest) (*agen
 	return resp, nil
 }
 
+// HoldInspect makes ListWriters wait until hold is closed (nil: answer at
+// once), so that a test sees a pairing while it runs.
+func (a *Agent) HoldInspect(hold chan struct{}) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.holdInspect = hold
+}
+
 // ListWriters reports no VSS writers (the image provider has none), so
 // that the agent passes a real pairing's Inspect step.
-func (a *Agent) ListWriters(context.Context, *agentv1.ListWritersRequest) (*agentv1.ListWritersResponse, error) {
+func (a *Agent) ListWriters(ctx context.Context, _ *agentv1.ListWritersRequest) (*agentv1.ListWritersResponse, error) {
+	a.mu.Lock()
+	hold := a.holdInspect
+	a.mu.Unlock()
+	if hold != nil {
+		select {
+		case <-hold:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 	return &agentv1.ListWritersResponse{SnapshotProvider: "image"}, nil
 }
 
