@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
@@ -363,7 +364,10 @@ func (f setupForm) validate() map[string]string {
 	switch {
 	case f.Username == "":
 		errs["username"] = "Choose a user name."
-	case len(f.Username) > 64 || strings.ContainsAny(f.Username, " \t\r\n") || !utf8.ValidString(f.Username):
+	case len(f.Username) > 64 || !utf8.ValidString(f.Username) || strings.IndexFunc(f.Username, func(r rune) bool {
+		return unicode.IsSpace(r) || unicode.IsControl(r)
+	}) >= 0:
+		// As the appliance's audit log requires of an actor's name.
 		errs["username"] = "Use up to 64 characters without spaces."
 	}
 	switch n := utf8.RuneCountInString(f.Password); {
@@ -455,9 +459,20 @@ func (u *UI) loginPage(c *gin.Context) {
 	u.render(c, http.StatusOK, "login", pageData{Title: "Log in", CSRF: u.preToken(c), Next: safeNext(c.Query("next"))})
 }
 
-// safeNext keeps a post-login destination on this site.
+// safeNext keeps a post-login destination on this site: a path that
+// starts with one '/', without a scheme, host, backslash or control
+// character (browsers drop tabs and newlines, so "/\t/evil.example"
+// would become "//evil.example").
 func safeNext(next string) string {
-	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") || len(next) > 512 {
+	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || len(next) > 512 || strings.ContainsRune(next, '\\') {
+		return "/"
+	}
+	for _, r := range next {
+		if r < ' ' || r == 0x7f || unicode.IsControl(r) || unicode.IsSpace(r) {
+			return "/"
+		}
+	}
+	if u, err := url.Parse(next); err != nil || u.Scheme != "" || u.Host != "" || u.User != nil {
 		return "/"
 	}
 	return next

@@ -31,6 +31,8 @@ func TestFirstStartSetup(t *testing.T) {
 	}{
 		{"no user", "", testPassword, testPassword, "username", "Choose a user name."},
 		{"space in user", "a b", testPassword, testPassword, "username", "without spaces"},
+		{"vertical tab in user", "a\vb", testPassword, testPassword, "username", "without spaces"},
+		{"no-break space in user", "a\u00a0b", testPassword, testPassword, "username", "without spaces"},
 		{"short password", testUser, "elevenchars", "elevenchars", "password", "at least 12 characters"},
 		{"confirm differs", testUser, testPassword, testPassword + "x", "confirm", "The two passwords differ."},
 	} {
@@ -124,7 +126,10 @@ func TestLoginLogout(t *testing.T) {
 }
 
 func TestLoginNextStaysOnSite(t *testing.T) {
-	for in, want := range map[string]string{"/tokens": "/tokens", "//evil.example/": "/", "https://evil.example/": "/", "/\\evil": "/", "": "/"} {
+	for in, want := range map[string]string{"/tokens": "/tokens", "/agents/web-1?x=1": "/agents/web-1?x=1",
+		"//evil.example/": "/", "https://evil.example/": "/", "/\\evil": "/", "": "/",
+		// Browsers drop tabs and newlines: these would be //evil.example.
+		"/\t/evil.example": "/", "/\n/evil.example": "/", "/\r/evil.example": "/", "/ /evil.example": "/"} {
 		if got := safeNext(in); got != want {
 			t.Errorf("safeNext(%q) = %q, want %q", in, got, want)
 		}
