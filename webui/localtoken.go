@@ -32,10 +32,9 @@ func (u *UI) WriteLocalToken(ctx context.Context, path string) error {
 	id := hex.EncodeToString(idb)
 	secret := apiTokenPrefix + id + "_" + randomToken(32)
 	err := u.cfg.Store.Update(ctx, func(st *State) error {
+		// Not bounded by maxAPITokens, which counts scripts' tokens: the
+		// appliance must start whatever their number.
 		st.APITokens = slices.DeleteFunc(st.APITokens, func(t APIToken) bool { return t.Local })
-		if len(st.APITokens) >= maxAPITokens {
-			return errTooManyTokens
-		}
 		st.APITokens = append(st.APITokens, APIToken{ID: id, Name: LocalTokenName, Hash: sha256Hex(secret),
 			CreatedAt: u.cfg.Now().UTC(), CreatedBy: "cairn-appliance", Local: true})
 		return nil

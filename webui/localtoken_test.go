@@ -2,8 +2,10 @@ package webui
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -92,5 +94,49 @@ func TestWriteLocalToken(t *testing.T) {
 	}
 	if local != 1 || script != 1 {
 		t.Errorf("stored: %d local tokens (want 1), %d script tokens (want 1)", local, script)
+	}
+}
+
+// TestLocalTokenNotCounted: with as many scripts' tokens as allowed, the
+// appliance still writes its command line's token (it must start), and
+// the page still refuses one more script token.
+func TestLocalTokenNotCounted(t *testing.T) {
+	e := newEnv(t, nil)
+	ctx := context.Background()
+	if err := e.store.Update(ctx, func(st *State) error {
+		for i := range maxAPITokens {
+			st.APITokens = append(st.APITokens, APIToken{ID: fmt.Sprintf("%08x", i), Name: "script", Hash: sha256Hex(fmt.Sprint(i))})
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "api.token")
+	if err := e.ui.WriteLocalToken(ctx, path); err != nil {
+		t.Fatalf("with %d script tokens: %v", maxAPITokens, err)
+	}
+	b := e.browser(t)
+	b.setup()
+	p := b.post("/api-tokens", url.Values{"name": {"one more"}})
+	if p.Code != http.StatusConflict {
+		t.Errorf("token %d on the page: HTTP %d, want 409", maxAPITokens+1, p.Code)
+	}
+	b2, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := e.store.Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(e.store.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if secret := strings.TrimSpace(string(b2)); strings.Contains(string(raw), secret) {
+		t.Error("the store file holds the local token in clear")
+	}
+	if n := len(st.APITokens); n != maxAPITokens+1 {
+		t.Errorf("%d tokens stored, want %d", n, maxAPITokens+1)
 	}
 }

@@ -198,7 +198,19 @@ func (u *UI) revokeSetupToken(c *gin.Context) {
 // secret scanner.
 const apiTokenPrefix = "cairn_api_"
 
-// maxAPITokens bounds the stored API tokens.
+// scriptTokens counts the API tokens made on the API tokens page: the
+// command line's (Local) is not one of them.
+func scriptTokens(ts []APIToken) int {
+	n := 0
+	for _, t := range ts {
+		if !t.Local {
+			n++
+		}
+	}
+	return n
+}
+
+// maxAPITokens bounds the API tokens made on the API tokens page.
 const maxAPITokens = 100
 
 type apiTokensData struct {
@@ -236,7 +248,7 @@ func (u *UI) createAPIToken(c *gin.Context) {
 	id := hex.EncodeToString(idb)
 	secret := apiTokenPrefix + id + "_" + randomToken(32)
 	err := u.cfg.Store.Update(c.Request.Context(), func(st *State) error {
-		if len(st.APITokens) >= maxAPITokens {
+		if scriptTokens(st.APITokens) >= maxAPITokens {
 			return errTooManyTokens
 		}
 		st.APITokens = append(st.APITokens, APIToken{ID: id, Name: name, Hash: sha256Hex(secret), CreatedAt: u.cfg.Now().UTC(), CreatedBy: authOf(c).User})
