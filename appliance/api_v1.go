@@ -199,13 +199,25 @@ func (a *Appliance) v1Unpair(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	force := q.Get("force") == "1" || q.Get("force") == "true"
-	if err := a.nbd.stopAgent(a.pool, r.PathValue("id")); err != nil {
-		a.log.Warn("unpair: stop the agent's NBD exports", "agent", r.PathValue("id"), "err", err)
+	// Unpairing ends the agent's NBD exports: its recovery points are no
+	// longer reachable through the API. Destroying the dataset needs
+	// their holds gone first; keeping it, they end only once the unpair
+	// is done, so that a refused unpair leaves them running.
+	stopExports := func() {
+		if err := a.nbd.stopAgent(a.pool, r.PathValue("id")); err != nil {
+			a.log.Warn("unpair: stop the agent's NBD exports", "agent", r.PathValue("id"), "err", err)
+		}
+	}
+	if destroy {
+		stopExports()
 	}
 	res, err := a.pairer.Unpair(r.Context(), r.PathValue("id"), destroy, force, actorOf(r))
 	if err != nil {
 		v1Err(w, err)
 		return
+	}
+	if !destroy {
+		stopExports()
 	}
 	writeJSON(w, http.StatusOK, res)
 }
