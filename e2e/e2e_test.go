@@ -494,9 +494,10 @@ func TestAPINeedsToken(t *testing.T) {
 	if code := status(plain("/")); code != http.StatusSeeOther {
 		t.Errorf("/ before the admin exists: HTTP %d, want 303 (to /setup)", code)
 	}
-	fi, err := os.Stat(filepath.Join(data, "api.token"))
-	if err != nil || fi.Mode().Perm() != 0o600 {
-		t.Errorf("api.token: %v, mode %v; want 0600", err, fi.Mode().Perm())
+	if fi, err := os.Stat(filepath.Join(data, "api.token")); err != nil {
+		t.Errorf("api.token: %v", err)
+	} else if fi.Mode().Perm() != 0o600 {
+		t.Errorf("api.token: mode %v, want 0600", fi.Mode().Perm())
 	}
 	cli := func(dataDir string) ([]byte, error) {
 		return exec.Command(filepath.Join(bin, "cairn-appliance"), "agents", "-url", a.url, "-data", dataDir).CombinedOutput()
