@@ -1,6 +1,8 @@
 package webui
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -613,23 +615,41 @@ func (u *UI) flashCookie() string {
 	return "cairn_flash"
 }
 
+// setFlash sets the flash, signed for the request's session: another
+// site on the same host could set a cookie of that name, but not sign it.
 func (u *UI) setFlash(c *gin.Context, msg string) {
 	if len(msg) > maxFlash {
 		msg = msg[:maxFlash]
 	}
-	u.setCookie(c, u.flashCookie(), base64.RawURLEncoding.EncodeToString([]byte(msg)), time.Minute, false)
+	sid := authOf(c).SessionID
+	if sid == "" {
+		return
+	}
+	u.setCookie(c, u.flashCookie(), base64.RawURLEncoding.EncodeToString([]byte(msg))+"."+flashMAC(sid, msg), time.Minute, false)
 }
 
-// takeFlash returns the flash of a signed-in request and clears it.
+// takeFlash returns the flash of a signed-in request, if its session
+// signed it, and clears it.
 func (u *UI) takeFlash(c *gin.Context) string {
 	ck, err := c.Request.Cookie(u.flashCookie())
-	if err != nil || authOf(c).User == "" {
+	sid := authOf(c).SessionID
+	if err != nil || sid == "" {
 		return ""
 	}
 	u.setCookie(c, u.flashCookie(), "", -1, false)
-	b, err := base64.RawURLEncoding.DecodeString(ck.Value)
-	if err != nil || len(b) > maxFlash {
+	enc, mac, ok := strings.Cut(ck.Value, ".")
+	b, err := base64.RawURLEncoding.DecodeString(enc)
+	if !ok || err != nil || len(b) > maxFlash || !equalSecret(mac, flashMAC(sid, string(b))) {
 		return ""
 	}
 	return strings.ToValidUTF8(string(b), "")
+}
+
+// flashMAC signs a flash message for a session (HMAC-SHA256 keyed by its
+// secret ID, as csrfFor).
+func flashMAC(sessionID, msg string) string {
+	m := hmac.New(sha256.New, []byte(sessionID))
+	m.Write([]byte("cairn webui flash\x00"))
+	m.Write([]byte(msg))
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
 }

@@ -2,6 +2,7 @@ package webui
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -522,4 +523,24 @@ func TestBrowserAgentPage(t *testing.T) {
 		t.Errorf("dashboard notice %q, %v", notice, err)
 	}
 	br.CheckConsole()
+}
+
+// TestFlashSigned: the one-time notice shows only when this session set
+// it; a cookie of the same name planted by another site on the host (or
+// copied from another session) shows nothing.
+func TestFlashSigned(t *testing.T) {
+	e := newEnv(t, nil)
+	b := e.browser(t)
+	b.setup()
+	forge := func(value string) {
+		b.jar.SetCookies(b.site, []*http.Cookie{{Name: "cairn_flash", Value: value, Path: "/"}})
+	}
+	msg := "Call +1 555 0100 to renew your license"
+	enc := base64.RawURLEncoding.EncodeToString([]byte(msg))
+	for _, v := range []string{enc, enc + "." + flashMAC("another session", msg), enc + ".", enc + ".x"} {
+		forge(v)
+		if p := b.get("/"); p.Code != http.StatusOK || strings.Contains(p.Body, "555 0100") {
+			t.Errorf("forged flash %q: HTTP %d, shown %v", v, p.Code, strings.Contains(p.Body, "555 0100"))
+		}
+	}
 }
