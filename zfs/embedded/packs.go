@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/klauspost/compress/zstd"
 )
@@ -396,9 +397,10 @@ func (s *chunkStore) reserve(n int64) (*pack, int64, error) {
 			if d, err := openDirect(s.packPath(id, ".pack")); err == nil {
 				p.d, p.segs = d, make(map[int64]*segment)
 				p.cond.L = &p.mu
-			} else {
-				s.noDirect.Store(true) // refused (EINVAL: tmpfs on old kernels, FUSE…; not Linux)
-			}
+			} else if errors.Is(err, syscall.EINVAL) || errors.Is(err, errors.ErrUnsupported) {
+				s.noDirect.Store(true) // refused for good (tmpfs on old kernels, FUSE…; not Linux)
+			} // else (out of file descriptors, …): this pack through the page cache
+
 		}
 		s.cur = p
 		s.writing[id] = p
