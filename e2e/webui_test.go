@@ -1,10 +1,13 @@
 package e2e
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -70,7 +73,27 @@ func TestWebUIFirstRecoveryPoint(t *testing.T) {
 		chromedp.WaitVisible(css(`#f-targets`)),
 		chromedp.SendKeys(css(`#f-targets`), "office-pc"),
 		chromedp.SendKeys(css(`#f-port`), port),
-		chromedp.SendKeys(css(`#f-product_key`), cairnappliance.DemoProductKey))
+		chromedp.SendKeys(css(`#f-product_key`), cairnappliance.DemoProductKey),
+		chromedp.Click(css(`details summary`)),
+		chromedp.WaitVisible(css(`table.schedule-grid`)))
+	// The schedule on the wizard's grid: the default (9:00 to 18:00,
+	// Monday to Friday) without 18:00, and without this hour and the next
+	// (the appliance's scheduler runs: no scheduled backup may start
+	// during the test).
+	off := map[int]bool{18: true}
+	for _, h := range []int{time.Now().Hour(), time.Now().Add(time.Hour).Hour()} {
+		off[h] = true
+	}
+	var wantHours []int
+	for h := 9; h <= 18; h++ {
+		if !off[h] {
+			wantHours = append(wantHours, h)
+			continue
+		}
+		for d := 1; d <= 5; d++ {
+			b.Do("untick an hour", chromedp.Click(css(fmt.Sprintf(`input[name="g%d_%d"]`, d, h))))
+		}
+	}
 	b.Shot("e2e-4-wizard")
 	b.Do("start pairing", chromedp.Submit(css(`#f-targets`)), chromedp.WaitVisible(css(`#steps`)))
 	b.Shot("e2e-5-pairing-steps")
@@ -92,13 +115,16 @@ func TestWebUIFirstRecoveryPoint(t *testing.T) {
 		chromedp.WaitVisible(css(`#fingerprint .msg-ok`)))
 	b.Shot("e2e-7-fingerprint-confirmed")
 
-	// Settings: protect the image; backups at 9:00–17:00 on weekdays
-	// (the default grid without 18:00).
+	// Settings: the schedule from the wizard, on the grid; protect the
+	// image.
 	b.Do("settings", chromedp.Click(css(`#steps a[role="button"][href="/agents/office-pc/settings"]`)), chromedp.WaitVisible(css(`table.schedule-grid`)))
-	b.Do("choose the volume", chromedp.Click(css(`input[name="volume"][value="`+image+`"]`)))
-	for _, d := range []string{"1", "2", "3", "4", "5"} {
-		b.Do("untick 18:00", chromedp.Click(css(`input[name="g`+d+`_18"]`)))
+	for h := 9; h <= 18; h++ {
+		ticked, err := chromedp.Run(b.Ctx, chromedp.Evaluate[bool](fmt.Sprintf(`document.querySelector('input[name="g1_%d"]').checked`, h)))
+		if err != nil || ticked == off[h] {
+			t.Errorf("settings grid, Monday %d:00: ticked %v (%v), want %v", h, ticked, err, !off[h])
+		}
 	}
+	b.Do("choose the volume", chromedp.Click(css(`input[name="volume"][value="`+image+`"]`)))
 	b.Shot("e2e-8-settings")
 	b.Do("save settings", chromedp.Click(css(`form[action="/agents/office-pc/settings"] button[type="submit"]`)), chromedp.WaitVisible(css(`[role="status"]`)))
 	var settings struct {
@@ -106,8 +132,8 @@ func TestWebUIFirstRecoveryPoint(t *testing.T) {
 		Volumes        []string `json:"volumes"`
 	}
 	if code := app.get(t, "/api/v1/agents/office-pc/settings", &settings); code != 200 ||
-		settings.BackupSchedule != "0 9-17 * * mon-fri" || len(settings.Volumes) != 1 || settings.Volumes[0] != image {
-		t.Fatalf("settings after saving: HTTP %d, %+v", code, settings)
+		!cronIs(settings.BackupSchedule, wantHours) || len(settings.Volumes) != 1 || settings.Volumes[0] != image {
+		t.Fatalf("settings after saving: HTTP %d, %+v; want backups at %v on weekdays", code, settings, wantHours)
 	}
 
 	// Back up now: the job's progress, then the recovery point, on the
@@ -134,6 +160,31 @@ func TestWebUIFirstRecoveryPoint(t *testing.T) {
 	b.Do("dashboard", chromedp.Navigate(app.url+"/"), chromedp.WaitVisible(css(`#agents a[href="/agents/office-pc"]`)))
 	b.Shot("e2e-11-dashboard")
 	b.CheckConsole()
+}
+
+// cronIs reports whether spec is "0 <hours> * * mon-fri" for exactly
+// hours (as ranges and lists: "9-12,15-17").
+func cronIs(spec string, hours []int) bool {
+	f := strings.Fields(spec)
+	if len(f) != 5 || f[0] != "0" || f[2] != "*" || f[3] != "*" || f[4] != "mon-fri" {
+		return false
+	}
+	var got []int
+	for _, part := range strings.Split(f[1], ",") {
+		lo, hi, isRange := strings.Cut(part, "-")
+		a, err1 := strconv.Atoi(lo)
+		b, err2 := a, error(nil)
+		if isRange {
+			b, err2 = strconv.Atoi(hi)
+		}
+		if err1 != nil || err2 != nil || b < a {
+			return false
+		}
+		for h := a; h <= b; h++ {
+			got = append(got, h)
+		}
+	}
+	return slices.Equal(got, hours)
 }
 
 // sameFingerprint compares fingerprints without white space (the page may
