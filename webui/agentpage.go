@@ -174,11 +174,6 @@ func errStatus(err error) int {
 	return http.StatusBadGateway
 }
 
-func isNotFound(err error) bool {
-	var ae *APIError
-	return errors.As(err, &ae) && ae.Status == http.StatusNotFound
-}
-
 // loadAgent finds the agent of the request's :id, or answers 404 (unknown)
 // or 502 (the API failed) and returns false. An htmx request for an unknown
 // agent (unpaired meanwhile) goes to the dashboard: htmx would neither
