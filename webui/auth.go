@@ -49,13 +49,15 @@ func (u *UI) preCookie() string {
 	return "cairn_pre"
 }
 
-func randomToken(n int) string {
+func randomBytes(n int) []byte {
 	b := make([]byte, n)
 	if _, err := rand.Read(b); err != nil {
 		panic(fmt.Sprintf("crypto/rand: %v", err)) // never fails on Linux
 	}
-	return base64.RawURLEncoding.EncodeToString(b)
+	return b
 }
+
+func randomToken(n int) string { return base64.RawURLEncoding.EncodeToString(randomBytes(n)) }
 
 func sha256Hex(s string) string {
 	h := sha256.Sum256([]byte(s))
@@ -64,9 +66,13 @@ func sha256Hex(s string) string {
 
 // csrfFor derives a session's CSRF token from its secret ID, so it needs
 // no storage and is worth nothing without the session.
-func csrfFor(sessionID string) string {
+func csrfFor(sessionID string) string { return sessionMAC(sessionID, "cairn webui csrf") }
+
+// sessionMAC is HMAC-SHA256 keyed by a session's secret ID over msg:
+// anyone can check it who has the session, nobody can make it without.
+func sessionMAC(sessionID, msg string) string {
 	m := hmac.New(sha256.New, []byte(sessionID))
-	m.Write([]byte("cairn webui csrf"))
+	m.Write([]byte(msg))
 	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
 }
 

@@ -2,8 +2,6 @@ package webui
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -25,18 +23,13 @@ const LocalTokenName = "cairn-appliance command line (this machine)"
 // behind stops working when the appliance restarts. Revoking the token on
 // the API tokens page stops the command line until the next start.
 func (u *UI) WriteLocalToken(ctx context.Context, path string) error {
-	idb := make([]byte, 4)
-	if _, err := rand.Read(idb); err != nil {
-		return fmt.Errorf("webui: local API token: %w", err)
-	}
-	id := hex.EncodeToString(idb)
-	secret := apiTokenPrefix + id + "_" + randomToken(32)
+	tok, secret := u.newAPIToken(LocalTokenName, "cairn-appliance")
+	tok.Local = true
 	err := u.cfg.Store.Update(ctx, func(st *State) error {
 		// Not bounded by maxAPITokens, which counts scripts' tokens: the
 		// appliance must start whatever their number.
 		st.APITokens = slices.DeleteFunc(st.APITokens, func(t APIToken) bool { return t.Local })
-		st.APITokens = append(st.APITokens, APIToken{ID: id, Name: LocalTokenName, Hash: sha256Hex(secret),
-			CreatedAt: u.cfg.Now().UTC(), CreatedBy: "cairn-appliance", Local: true})
+		st.APITokens = append(st.APITokens, tok)
 		return nil
 	})
 	if err != nil {
@@ -50,6 +43,6 @@ func (u *UI) WriteLocalToken(ctx context.Context, path string) error {
 	if err := durable.WriteFile(path+".tmp", path, []byte(secret+"\n"), 0o600); err != nil {
 		return fmt.Errorf("webui: local API token: %w", err)
 	}
-	u.log.Info("webui: local API token written", "token", id, "file", filepath.Clean(path))
+	u.log.Info("webui: local API token written", "token", tok.ID, "file", filepath.Clean(path))
 	return nil
 }

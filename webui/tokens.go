@@ -1,7 +1,6 @@
 package webui
 
 import (
-	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -198,6 +197,15 @@ func (u *UI) revokeSetupToken(c *gin.Context) {
 // secret scanner.
 const apiTokenPrefix = "cairn_api_"
 
+// newAPIToken makes an API token: the record to store (the secret's
+// SHA-256 only) and the secret, cairn_api_<id>_<43 base64url characters>,
+// to show once.
+func (u *UI) newAPIToken(name, by string) (APIToken, string) {
+	id := hex.EncodeToString(randomBytes(4))
+	secret := apiTokenPrefix + id + "_" + randomToken(32)
+	return APIToken{ID: id, Name: name, Hash: sha256Hex(secret), CreatedAt: u.cfg.Now().UTC(), CreatedBy: by}, secret
+}
+
 // scriptTokens counts the API tokens made on the API tokens page: the
 // command line's (Local) is not one of them.
 func scriptTokens(ts []APIToken) int {
@@ -240,18 +248,12 @@ func (u *UI) createAPIToken(c *gin.Context) {
 			Errors: map[string]string{"name": "Enter a name of 1 to 64 characters (which script uses it)."}}, nil)
 		return
 	}
-	idb := make([]byte, 4)
-	if _, err := rand.Read(idb); err != nil {
-		u.fail(c, err)
-		return
-	}
-	id := hex.EncodeToString(idb)
-	secret := apiTokenPrefix + id + "_" + randomToken(32)
+	tok, secret := u.newAPIToken(name, authOf(c).User)
 	err := u.cfg.Store.Update(c.Request.Context(), func(st *State) error {
 		if scriptTokens(st.APITokens) >= maxAPITokens {
 			return errTooManyTokens
 		}
-		st.APITokens = append(st.APITokens, APIToken{ID: id, Name: name, Hash: sha256Hex(secret), CreatedAt: u.cfg.Now().UTC(), CreatedBy: authOf(c).User})
+		st.APITokens = append(st.APITokens, tok)
 		return nil
 	})
 	if errors.Is(err, errTooManyTokens) {
@@ -262,8 +264,8 @@ func (u *UI) createAPIToken(c *gin.Context) {
 		u.fail(c, fmt.Errorf("store API token: %w", err))
 		return
 	}
-	u.log.Info("webui: API token created", "token", id, "name", name, "user", authOf(c).User)
-	u.apiTokensResult(c, http.StatusCreated, pageData{Notice: "API token created."}, &shownSecret{Kind: "API token", Name: name + " (" + id + ")",
+	u.log.Info("webui: API token created", "token", tok.ID, "name", name, "user", authOf(c).User)
+	u.apiTokensResult(c, http.StatusCreated, pageData{Notice: "API token created."}, &shownSecret{Kind: "API token", Name: name + " (" + tok.ID + ")",
 		Value: secret, Note: "Scripts send it as: Authorization: Bearer <token>. It is shown only now."})
 }
 
