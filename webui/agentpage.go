@@ -1,8 +1,6 @@
 package webui
 
 import (
-	"crypto/hmac"
-	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -640,11 +638,5 @@ func (u *UI) takeFlash(c *gin.Context) string {
 	return strings.ToValidUTF8(string(b), "")
 }
 
-// flashMAC signs a flash message for a session (HMAC-SHA256 keyed by its
-// secret ID, as csrfFor).
-func flashMAC(sessionID, msg string) string {
-	m := hmac.New(sha256.New, []byte(sessionID))
-	m.Write([]byte("cairn webui flash\x00"))
-	m.Write([]byte(msg))
-	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
-}
+// flashMAC signs a flash message for a session.
+func flashMAC(sessionID, msg string) string { return sessionMAC(sessionID, "cairn webui flash\x00"+msg) }
