@@ -639,4 +639,6 @@ func (u *UI) takeFlash(c *gin.Context) string {
 }
 
 // flashMAC signs a flash message for a session.
-func flashMAC(sessionID, msg string) string { return sessionMAC(sessionID, "cairn webui flash\x00"+msg) }
+func flashMAC(sessionID, msg string) string {
+	return sessionMAC(sessionID, "cairn webui flash\x00"+msg)
+}
