@@ -109,8 +109,7 @@ func (s *state) setEnrolledToken(t token.AgentToken) error {
 // writeFileAtomic writes a 0600 file so that a crash leaves the old or the
 // new content.
 func writeFileAtomic(path string, b []byte) error {
-	os.Remove(path + ".tmp") // left by a crash
-	return durable.WriteFile(path+".tmp", path, b, 0o600)
+	return durable.Replace(path, b, 0o600)
 }
 
 var syncDir = durable.SyncDir

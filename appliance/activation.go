@@ -84,7 +84,7 @@ func loadOrCreateSecretKey(path string) ([]byte, error) {
 	if _, err := rand.Read(b); err != nil {
 		return nil, err
 	}
-	if err := durable.WriteFile(path+".tmp", path, b, 0o600); err != nil {
+	if err := durable.Replace(path, b, 0o600); err != nil {
 		return nil, fmt.Errorf("secret key: %w", err)
 	}
 	return b, nil

@@ -2,10 +2,7 @@ package webui
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"path/filepath"
 	"slices"
 
@@ -35,12 +32,7 @@ func (u *UI) WriteLocalToken(ctx context.Context, path string) error {
 	if err != nil {
 		return fmt.Errorf("webui: local API token: %w", err)
 	}
-	// A temporary file left by a crash would stop WriteFile (it creates
-	// the temporary file exclusively).
-	if err := os.Remove(path + ".tmp"); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("webui: local API token: %w", err)
-	}
-	if err := durable.WriteFile(path+".tmp", path, []byte(secret+"\n"), 0o600); err != nil {
+	if err := durable.Replace(path, []byte(secret+"\n"), 0o600); err != nil {
 		return fmt.Errorf("webui: local API token: %w", err)
 	}
 	u.log.Info("webui: local API token written", "token", tok.ID, "file", filepath.Clean(path))

@@ -133,9 +133,7 @@ func (s *FileStore) Update(ctx context.Context, fn func(*State) error) error {
 	if err != nil {
 		return fmt.Errorf("webui store: encode: %w", err)
 	}
-	tmp := s.path + ".tmp"
-	os.Remove(tmp) // left by a crash between create and rename
-	if err := durable.WriteFile(tmp, s.path, data, 0o600); err != nil {
+	if err := durable.Replace(s.path, data, 0o600); err != nil {
 		return fmt.Errorf("webui store: write %s: %w", s.path, err)
 	}
 	s.state = next

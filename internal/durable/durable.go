@@ -4,6 +4,7 @@ package durable
 
 import (
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 )
@@ -31,6 +32,17 @@ func WriteFile(tmp, path string, data []byte, perm os.FileMode) error {
 		return err
 	}
 	return SyncDir(filepath.Dir(path))
+}
+
+// Replace is WriteFile through path+".tmp": a temporary file a crash
+// left there is removed first, so that one crash does not stop every
+// later write. Callers must not write the same path concurrently.
+func Replace(path string, data []byte, perm os.FileMode) error {
+	tmp := path + ".tmp"
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return WriteFile(tmp, path, data, perm)
 }
 
 // SyncDir makes the entries of a directory (creations, renames) durable.
