@@ -61,31 +61,29 @@ func exportKey(agentID, snap, image string) string { return agentID + "/" + snap
 
 // close stops every export and releases their holds.
 func (e *exports) close(pool zfs.Pool) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	var errs []error
-	for key, x := range e.m {
-		errs = append(errs, x.stop())
-		delete(e.m, key)
-		errs = append(errs, e.releaseUnexported(pool, x.snap))
-	}
+	err := e.stopWhere(pool, func(*export) bool { return true })
 	e.cancel()
-	return errors.Join(errs...)
+	return err
 }
 
 // stopAgent stops every export of an agent's recovery points and
 // releases their holds: unpairing makes them unreachable, and a dataset
 // with held snapshots cannot be destroyed.
 func (e *exports) stopAgent(pool zfs.Pool, agentID string) error {
+	return e.stopWhere(pool, func(x *export) bool { return x.view.AgentID == agentID })
+}
+
+// stopWhere stops the exports that match and releases the holds no
+// running export needs any more.
+func (e *exports) stopWhere(pool zfs.Pool, match func(*export) bool) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	var errs []error
 	for key, x := range e.m {
-		if x.view.AgentID != agentID {
-			continue
+		if match(x) {
+			delete(e.m, key)
+			errs = append(errs, x.stop(), e.releaseUnexported(pool, x.snap))
 		}
-		delete(e.m, key)
-		errs = append(errs, x.stop(), e.releaseUnexported(pool, x.snap))
 	}
 	return errors.Join(errs...)
 }
