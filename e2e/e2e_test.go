@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -162,7 +163,7 @@ func launchAppliance(t testing.TB, data string, args ...string) *appliance {
 	p := start(t, "cairn-appliance", nil, nil, append([]string{"-data", data, "-listen", "127.0.0.1:0"}, args...)...)
 	a := &appliance{proc: p, data: data}
 	a.url = p.waitLog(`cairn appliance running"? url=(http://\S+)/`, 30*time.Second)[1]
-	if !strings.Contains(strings.Join(args, "\x00")+"\x00", "-gateway\x00\x00") {
+	if i := slices.Index(args, "-gateway"); i < 0 || i+1 == len(args) || args[i+1] != "" {
 		a.gateway = p.waitLog(`agent gateway listening"? addr=(\S+)`, 30*time.Second)[1]
 	}
 	tok, err := os.ReadFile(filepath.Join(data, "api.token"))
