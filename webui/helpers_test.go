@@ -10,12 +10,12 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/cairnbackup/cairn/appliance"
 	"github.com/cairnbackup/cairn/appliance/appliancetest"
+	"github.com/cairnbackup/cairn/internal/testclock"
 	"github.com/gin-gonic/gin"
 )
 
@@ -23,29 +23,11 @@ import (
 // checks the real parameters.
 var testArgon = argonParams{Memory: 1024, Time: 1, Threads: 1}
 
-// clock is a settable test clock.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 type env struct {
 	ui    *UI
 	h     http.Handler
 	store *FileStore
-	clock *clock
+	clock *testclock.Clock
 	app   *appliance.Appliance
 }
 
@@ -60,7 +42,7 @@ func newAppliance(t *testing.T) *appliance.Appliance {
 // newEnv makes a UI over api (nil: a real appliance's handler).
 func newEnv(t *testing.T, api http.Handler, mod ...func(*Config)) *env {
 	t.Helper()
-	e := &env{clock: &clock{now: time.Date(2026, 11, 2, 10, 0, 0, 0, time.UTC)}}
+	e := &env{clock: testclock.New(time.Date(2026, 11, 2, 10, 0, 0, 0, time.UTC))}
 	if api == nil {
 		e.app = newAppliance(t)
 		api = e.app.Handler()

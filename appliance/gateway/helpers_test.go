@@ -21,6 +21,7 @@ import (
 	agentv1 "github.com/cairnbackup/cairn/api/agent/v1"
 	"github.com/cairnbackup/cairn/appliance/catalog"
 	"github.com/cairnbackup/cairn/internal/logtest"
+	"github.com/cairnbackup/cairn/internal/testclock"
 	"github.com/cairnbackup/cairn/pairing/channel"
 	"github.com/cairnbackup/cairn/pairing/identity"
 	"github.com/cairnbackup/cairn/pairing/token"
@@ -29,25 +30,7 @@ import (
 // waitTimeout bounds every wait for something that should happen.
 const waitTimeout = logtest.Timeout
 
-// fakeClock is Config.Now for tests that move time.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newFakeClock() *fakeClock { return &fakeClock{now: time.Now()} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
+func newFakeClock() *testclock.Clock { return testclock.New(time.Now()) }
 
 type (
 	logRecord = logtest.Record
@@ -66,7 +49,7 @@ type testGateway struct {
 	t     *testing.T
 	cat   *catalog.Catalog
 	addr  string
-	clock *fakeClock
+	clock *testclock.Clock
 	logs  *logSink
 }
 

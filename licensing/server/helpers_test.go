@@ -12,28 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cairnbackup/cairn/internal/testclock"
 	"github.com/cairnbackup/cairn/licensing"
 )
 
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-
-// clock is a settable clock for tests.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
 
 // syncBuffer is a bytes.Buffer safe for concurrent writes, for logs.
 type syncBuffer struct {
@@ -56,7 +39,7 @@ func (s *syncBuffer) String() string {
 // env is an activation service on 127.0.0.1 over a real store.
 type env struct {
 	t      *testing.T
-	clock  *clock
+	clock  *testclock.Clock
 	store  *Store
 	pub    ed25519.PublicKey
 	url    string
@@ -66,7 +49,7 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	clk := &clock{now: t0}
+	clk := testclock.New(t0)
 	st, err := Open(filepath.Join(t.TempDir(), StoreFileName), Options{Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
