@@ -6,13 +6,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/cairnbackup/cairn/internal/browsertest"
+	"github.com/cairnbackup/cairn/pairing"
 	"github.com/chromedp/chromedp"
 
 	cairnappliance "github.com/cairnbackup/cairn/appliance"
@@ -131,8 +131,17 @@ func TestWebUIFirstRecoveryPoint(t *testing.T) {
 		BackupSchedule string   `json:"backup_schedule"`
 		Volumes        []string `json:"volumes"`
 	}
-	if code := app.get(t, "/api/v1/agents/office-pc/settings", &settings); code != 200 ||
-		!cronIs(settings.BackupSchedule, wantHours) || len(settings.Volumes) != 1 || settings.Volumes[0] != image {
+	var hours []string
+	for _, h := range wantHours {
+		hours = append(hours, strconv.Itoa(h))
+	}
+	wantSchedule, err := pairing.ParseSchedule("0 " + strings.Join(hours, ",") + " * * mon-fri")
+	if err != nil {
+		t.Fatal(err)
+	}
+	code := app.get(t, "/api/v1/agents/office-pc/settings", &settings)
+	schedule, err := pairing.ParseSchedule(settings.BackupSchedule)
+	if code != 200 || err != nil || schedule != wantSchedule || len(settings.Volumes) != 1 || settings.Volumes[0] != image {
 		t.Fatalf("settings after saving: HTTP %d, %+v; want backups at %v on weekdays", code, settings, wantHours)
 	}
 
@@ -160,31 +169,6 @@ func TestWebUIFirstRecoveryPoint(t *testing.T) {
 	b.Do("dashboard", chromedp.Navigate(app.url+"/"), chromedp.WaitVisible(css(`#agents a[href="/agents/office-pc"]`)))
 	b.Shot("e2e-11-dashboard")
 	b.CheckConsole()
-}
-
-// cronIs reports whether spec is "0 <hours> * * mon-fri" for exactly
-// hours (as ranges and lists: "9-12,15-17").
-func cronIs(spec string, hours []int) bool {
-	f := strings.Fields(spec)
-	if len(f) != 5 || f[0] != "0" || f[2] != "*" || f[3] != "*" || f[4] != "mon-fri" {
-		return false
-	}
-	var got []int
-	for _, part := range strings.Split(f[1], ",") {
-		lo, hi, isRange := strings.Cut(part, "-")
-		a, err1 := strconv.Atoi(lo)
-		b, err2 := a, error(nil)
-		if isRange {
-			b, err2 = strconv.Atoi(hi)
-		}
-		if err1 != nil || err2 != nil || b < a {
-			return false
-		}
-		for h := a; h <= b; h++ {
-			got = append(got, h)
-		}
-	}
-	return slices.Equal(got, hours)
 }
 
 // sameFingerprint compares fingerprints without white space (the page may
