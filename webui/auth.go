@@ -215,6 +215,25 @@ func (u *UI) hasAdmin(c *gin.Context) (bool, error) {
 	return st.Admin != nil, nil
 }
 
+// adminExists answers the request when whether an admin exists is not
+// want: to /setup while there is none, to /login once there is one (500
+// when the store cannot say). It reports whether the caller goes on.
+func (u *UI) adminExists(c *gin.Context, want bool) bool {
+	ok, err := u.hasAdmin(c)
+	switch {
+	case err != nil:
+		u.fail(c, err)
+		return false
+	case ok == want:
+		return true
+	case want:
+		redirect(c, "/setup")
+	default:
+		redirect(c, "/login")
+	}
+	return false
+}
+
 func isHTMX(c *gin.Context) bool { return c.GetHeader("HX-Request") == "true" }
 
 // redirect sends the browser to path: 303, or HX-Redirect for htmx.
@@ -240,13 +259,7 @@ func stateChanging(method string) bool {
 // CSRF token (form field or header) of state-changing requests; others go
 // to /setup (no admin yet) or /login.
 func (u *UI) requireSession(c *gin.Context) {
-	ok, err := u.hasAdmin(c)
-	if err != nil {
-		u.fail(c, err)
-		return
-	}
-	if !ok {
-		redirect(c, "/setup")
+	if !u.adminExists(c, true) {
 		return
 	}
 	id, s, ok := u.session(c)
@@ -389,13 +402,7 @@ func (f setupForm) validate() map[string]string {
 }
 
 func (u *UI) setupPage(c *gin.Context) {
-	ok, err := u.hasAdmin(c)
-	if err != nil {
-		u.fail(c, err)
-		return
-	}
-	if ok {
-		redirect(c, "/login")
+	if !u.adminExists(c, false) {
 		return
 	}
 	u.render(c, http.StatusOK, "setup", pageData{Title: "Create the administrator", CSRF: u.preToken(c)})
@@ -404,13 +411,7 @@ func (u *UI) setupPage(c *gin.Context) {
 var errAdminExists = errors.New("an administrator exists already")
 
 func (u *UI) setupSubmit(c *gin.Context) {
-	ok, err := u.hasAdmin(c)
-	if err != nil {
-		u.fail(c, err)
-		return
-	}
-	if ok {
-		redirect(c, "/login")
+	if !u.adminExists(c, false) {
 		return
 	}
 	if !u.preTokenOK(c) {
@@ -453,13 +454,7 @@ func (u *UI) setupSubmit(c *gin.Context) {
 }
 
 func (u *UI) loginPage(c *gin.Context) {
-	ok, err := u.hasAdmin(c)
-	if err != nil {
-		u.fail(c, err)
-		return
-	}
-	if !ok {
-		redirect(c, "/setup")
+	if !u.adminExists(c, true) {
 		return
 	}
 	u.render(c, http.StatusOK, "login", pageData{Title: "Log in", CSRF: u.preToken(c), Next: safeNext(c.Query("next"))})
